@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export import cli
+from export.onnx_export import ExportError, export_checkpoint, verify_parity
+from service.manifest import Manifest
+from trainer.registry import get_architecture
+from trainer.training.checkpoint import load_checkpoint
+
+
+def served_generator(run_dir):
+    state = load_checkpoint(run_dir)
+    arch = get_architecture(state["arch"])
+    config = arch.make_config(state["config"])
+    generator = arch.build_generator(config)
+    generator.load_state_dict(state[arch.served_generator_key])
+    return generator.eval(), config
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "lsgan"])
+def test_export_matches_pytorch_at_several_batch_sizes(arch, tiny_checkpoints, tmp_path):
+    result = export_checkpoint(tiny_checkpoints[arch], tmp_path / "repo")
+    model_dir = tmp_path / "repo" / arch
+    assert sorted(p.name for p in model_dir.iterdir()) == ["manifest.json", "model.onnx"]
+    onnx.checker.check_model(str(model_dir / "model.onnx"), full_check=True)
+    manifest = Manifest.read(model_dir)
+    assert manifest == result.manifest
+    assert manifest.task == "generate" and manifest.architecture == arch
+    assert manifest.inputs[0].name == "latent" and manifest.inputs[0].shape == [None, 16]
+    assert manifest.outputs[0].shape == [None, 3, 16, 16]
+    assert manifest.parity_max_abs_error <= manifest.parity_tolerance == 1e-4
+    assert manifest.provenance.training_step == 4 and len(manifest.provenance.checkpoint_sha256) == 64
+    assert manifest.latent_distribution == ("normal" if arch == "dcgan" else "uniform")
+
+    generator, config = served_generator(tiny_checkpoints[arch])
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 5, 17):
+        z = torch.randn(batch, config.latent_dim)
+        with torch.no_grad():
+            expected = generator(z).numpy()
+        (actual,) = session.run(None, {"latent": z.numpy()})
+        assert actual.shape == (batch, 3, 16, 16)
+        np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_export_is_single_file_and_dynamic_in_batch(tiny_checkpoints, tmp_path):
+    export_checkpoint(tiny_checkpoints["dcgan"], tmp_path, name="faces-v2", opset=17)
+    model = onnx.load(str(tmp_path / "faces-v2" / "model.onnx"))
+    assert model.opset_import[0].version >= 17
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    assert json.loads((tmp_path / "faces-v2" / "manifest.json").read_text())["name"] == "faces-v2"
+
+
+def test_failed_parity_writes_nothing(tiny_checkpoints, tmp_path, monkeypatch):
+    import export.onnx_export as module
+
+    monkeypatch.setitem(module.TOLERANCE, "fp32", 0.0)  # no float export is bit-identical at every size
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        export_checkpoint(tiny_checkpoints["lsgan"], tmp_path / "repo")
+    assert list((tmp_path / "repo").iterdir()) == []
+
+
+def test_parity_check_catches_a_wrong_graph(tiny_checkpoints, tmp_path):
+    # export one model, then verify it against a different generator: the check must fail
+    export_checkpoint(tiny_checkpoints["dcgan"], tmp_path)
+    generator, config = served_generator(tiny_checkpoints["dcgan"])
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.mul_(1.5)
+    spec = get_architecture("dcgan").export_spec(config, generator)
+    with pytest.raises(ExportError):
+        verify_parity(spec, tmp_path / "dcgan" / "model.onnx", 1e-4)
+
+
+def test_reexport_replaces_the_model_atomically(tiny_checkpoints, tmp_path):
+    export_checkpoint(tiny_checkpoints["dcgan"], tmp_path, name="m")
+    first = (tmp_path / "m" / "manifest.json").read_text()
+    export_checkpoint(tiny_checkpoints["lsgan"], tmp_path, name="m")
+    assert Manifest.read(tmp_path / "m").architecture == "lsgan"
+    assert first != (tmp_path / "m" / "manifest.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_cli_reports_success_and_errors(tiny_checkpoints, tmp_path, capsys):
+    assert cli.main([str(tiny_checkpoints["dcgan"]), "--out", str(tmp_path)]) == 0
+    assert "max |ONNX - PyTorch|" in capsys.readouterr().out
+    assert cli.main([str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
+    assert "no checkpoint" in capsys.readouterr().err
+    assert cli.main([str(tiny_checkpoints["dcgan"]), "--opset", "13"]) == 2

@@ -1,0 +1,28 @@
+"""Data sets selected by a command-line spec: `shapes`, `shapes:N` (N images) or `folder:PATH`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from trainer.data.image_folder import DatasetError, ImageFolderDataset
+from trainer.data.sampler import StepBatchSampler
+from trainer.data.shapes import ShapesDataset
+
+__all__ = ["DatasetError", "ImageFolderDataset", "ShapesDataset", "StepBatchSampler", "build_dataset"]
+
+
+def build_dataset(spec: str, image_size: int, seed: int = 0) -> Dataset:
+    kind, _, arg = spec.partition(":")
+    if kind == "shapes":
+        try:
+            length = int(arg) if arg else 10_000
+        except ValueError:
+            raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None
+        return ShapesDataset(image_size=image_size, length=length, seed=seed)
+    if kind == "folder":
+        if not arg:
+            raise DatasetError("folder:PATH needs a path, e.g. --data folder:~/images")
+        return ImageFolderDataset(Path(arg).expanduser(), image_size)
+    raise DatasetError(f"unknown data spec {spec!r}: use 'shapes', 'shapes:N' or 'folder:PATH'")

@@ -1,0 +1,91 @@
+"""Every architecture the trainer knows, and how to build, train and export each.
+
+`export/` and the CLI look architectures up here by name and never import a model module directly,
+so adding a GAN means one module plus one entry in `ARCHITECTURES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.export_spec import ExportSpec, latent_generator_spec
+from trainer.losses import build_loss
+from trainer.models import dcgan, lsgan
+from trainer.training.unconditional import UnconditionalGAN
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    task: str
+    summary: str
+    config_cls: type
+    build_generator: Callable[[Any], nn.Module]
+    build_algorithm: Callable[[Any, torch.device, int, bool], Any]
+    export_spec: Callable[[Any, nn.Module], ExportSpec]
+    # which weights in the checkpoint are the ones to serve (G_ema where the architecture keeps one)
+    served_generator_key: str = "generator"
+
+    def make_config(self, values: dict[str, Any]) -> Any:
+        known = {f.name for f in fields(self.config_cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{self.name}: unknown config keys {sorted(unknown)}")
+        return self.config_cls(**values)
+
+
+def _unconditional(module: Any) -> Callable[[Any, torch.device, int, bool], UnconditionalGAN]:
+    def build(config: Any, device: torch.device, seed: int, amp: bool) -> UnconditionalGAN:
+        torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
+        return UnconditionalGAN(
+            module.build_generator(config),
+            module.build_discriminator(config),
+            build_loss(config.loss),
+            latent_dim=config.latent_dim,
+            latent_distribution=config.latent_distribution,
+            lr=config.lr,
+            betas=(config.beta1, config.beta2),
+            device=device,
+            seed=seed,
+            amp=amp,
+        )
+
+    return build
+
+
+def _latent_spec(config: Any, generator: nn.Module) -> ExportSpec:
+    return latent_generator_spec(generator, config.latent_dim, config.latent_distribution, config.image_size)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "dcgan": Architecture(
+        name="dcgan",
+        task="generate",
+        summary="DCGAN (Radford et al. 2016): all-convolutional G and D with BatchNorm",
+        config_cls=dcgan.DCGANConfig,
+        build_generator=dcgan.build_generator,
+        build_algorithm=_unconditional(dcgan),
+        export_spec=_latent_spec,
+    ),
+    "lsgan": Architecture(
+        name="lsgan",
+        task="generate",
+        summary="LSGAN (Mao et al. 2017): least-squares loss, the paper's LSUN architecture",
+        config_cls=lsgan.LSGANConfig,
+        build_generator=lsgan.build_generator,
+        build_algorithm=_unconditional(lsgan),
+        export_spec=_latent_spec,
+    ),
+}
+
+
+def get_architecture(name: str) -> Architecture:
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}") from None

@@ -1,0 +1,162 @@
+"""The one training loop: data, steps, logging, sample grids, checkpoints and exact resume.
+
+Architectures plug in an algorithm object (train_step / sample / progress / state_dict); the loop owns
+everything that is the same for all of them, so that a resumed run of any GAN continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from trainer.data import StepBatchSampler, build_dataset
+from trainer.registry import get_architecture
+from trainer.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from trainer.training.images import save_grid
+
+
+@dataclass
+class TrainOptions:
+    data: str = "shapes"
+    steps: int = 1000
+    out: str = "runs/gan"
+    seed: int = 0
+    log_every: int = 20
+    sample_every: int = 200
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    device: str = "auto"
+    amp: str = "auto"
+    num_workers: int = -1
+    resume: bool = False
+    progress: bool = True
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Run:
+    """A training run in `options.out`: metrics.jsonl, samples/, checkpoints/."""
+
+    def __init__(self, arch_name: str, config: Any, options: TrainOptions) -> None:
+        self.options = options
+        self.out = Path(options.out)
+        self.device = select_device(options.device)
+        amp = options.amp == "on" or (options.amp == "auto" and self.device.type == "cuda")
+        checkpoint = None
+        if options.resume:
+            checkpoint = load_checkpoint(self.out, map_location="cpu")
+            if checkpoint["arch"] != arch_name:
+                raise ValueError(f"checkpoint in {self.out} is a {checkpoint['arch']}, not a {arch_name}")
+            config = get_architecture(arch_name).make_config(checkpoint["config"])
+            options.seed = checkpoint["train"]["seed"]
+            options.data = checkpoint["train"]["data"]
+        self.arch = get_architecture(arch_name)
+        self.config = config
+        seed_everything(options.seed)
+        self.dataset = build_dataset(options.data, config.image_size, options.seed)
+        self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp)
+        self.step = 0
+        if checkpoint is not None:
+            self.algorithm.load_state_dict(checkpoint)
+            self.step = checkpoint["step"]
+            restore_rng_state(checkpoint["rng"])
+
+    def _loader(self) -> DataLoader:
+        workers = self.options.num_workers
+        if workers < 0:  # in-memory data sets are fastest in-process; decoding files wants workers
+            workers = 0 if hasattr(self.dataset, "images") else min(4, os.cpu_count() or 1)
+        sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.options.seed, self.step)
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
+
+    def checkpoint(self) -> Path:
+        payload = {
+            "arch": self.arch.name,
+            "config": asdict(self.config),
+            "train": asdict(self.options),
+            "step": self.step,
+            "images_seen": self.step * self.config.batch_size,
+            "dataset": self.dataset.describe(),
+            "rng": capture_rng_state(),
+            **self.algorithm.state_dict(),
+        }
+        return save_checkpoint(self.out / "checkpoints", self.step, payload, self.options.keep_checkpoints)
+
+    def sample(self) -> Path:
+        path = self.out / "samples" / f"step_{self.step:08d}.png"
+        save_grid(self.algorithm.sample(), path)
+        return path
+
+    def train(self) -> dict[str, Any]:
+        """Run until `options.steps`; returns the last logged record."""
+        opts = self.options
+        self.out.mkdir(parents=True, exist_ok=True)
+        last: dict[str, Any] = {"step": self.step}
+        if self.step >= opts.steps:
+            return last
+        batches = iter(self._loader())
+        bar = tqdm(total=opts.steps, initial=self.step, disable=not opts.progress, desc=self.arch.name, unit="step")
+        window_start, window_images = time.perf_counter(), 0
+        with open(self.out / "metrics.jsonl", "a") as log:
+            while self.step < opts.steps:
+                batch = next(batches)
+                losses = self.algorithm.train_step(batch)
+                self.step += 1
+                window_images += self.config.batch_size
+                if self.step % opts.log_every == 0 or self.step == opts.steps:
+                    elapsed = time.perf_counter() - window_start
+                    last = {
+                        "step": self.step,
+                        "images_seen": self.step * self.config.batch_size,
+                        **{k: round(float(v), 6) for k, v in losses.items()},
+                        "images_per_s": round(window_images / max(elapsed, 1e-9), 2),
+                        **self.algorithm.progress(),
+                        "time": round(time.time(), 3),
+                    }
+                    log.write(json.dumps(last) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: last[k] for k in losses} | self.algorithm.progress(), refresh=False)
+                    window_start, window_images = time.perf_counter(), 0
+                if opts.sample_every and self.step % opts.sample_every == 0:
+                    self.sample()
+                if opts.checkpoint_every and self.step % opts.checkpoint_every == 0:
+                    self.checkpoint()
+                bar.update(1)
+        bar.close()
+        if not (opts.checkpoint_every and self.step % opts.checkpoint_every == 0):
+            self.checkpoint()
+        if not (opts.sample_every and self.step % opts.sample_every == 0):
+            self.sample()
+        return last

@@ -1,0 +1,109 @@
+"""One D update then one G update per step: the DCGAN / LSGAN recipe, for any network and any loss.
+
+Everything random here draws from the algorithm's own generator, whose state goes into the checkpoint,
+so a resumed run draws the same latents as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from trainer.losses import AdversarialLoss
+from trainer.models.common import sample_latents
+
+GRID_SIZE = 64
+
+
+class UnconditionalGAN:
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss: AdversarialLoss,
+        *,
+        latent_dim: int,
+        latent_distribution: str,
+        lr: float,
+        betas: tuple[float, float],
+        device: torch.device,
+        seed: int,
+        amp: bool = False,
+    ) -> None:
+        self.device = device
+        self.generator = generator.to(device)
+        self.discriminator = discriminator.to(device)
+        self.loss = loss
+        self.latent_dim, self.latent_distribution = latent_dim, latent_distribution
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
+        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
+        self.fixed_latents = sample_latents(
+            latent_dim, latent_distribution, GRID_SIZE, torch.Generator().manual_seed(seed + 2)
+        ).to(device)
+        # bfloat16 autocast needs no loss scaling, so AMP adds no state that a resume must restore
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
+        )
+
+    def latents(self, n: int) -> Tensor:
+        return sample_latents(self.latent_dim, self.latent_distribution, n, self.noise, self.device)
+
+    def train_step(self, real: Tensor) -> dict[str, Tensor]:
+        real = real.to(self.device, non_blocking=True)
+        z = self.latents(real.shape[0])
+
+        with self.autocast:
+            fake = self.generator(z)
+            real_out = self.discriminator(real)
+            fake_out = self.discriminator(fake.detach())
+            loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        with self.autocast:
+            fake_out_g = self.discriminator(fake)
+            loss_g = self.loss.generator(fake_out_g.float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        return {
+            "loss_d": loss_d.detach(),
+            "loss_g": loss_g.detach(),
+            "d_real": real_out.detach().float().mean(),
+            "d_fake": fake_out.detach().float().mean(),
+        }
+
+    @torch.no_grad()
+    def sample(self) -> Tensor:
+        """The fixed-latent grid, in eval mode: BatchNorm uses its running statistics, as the exported
+        generator does (a served image must not depend on which other requests share its batch)."""
+        self.generator.eval()
+        try:
+            return self.generator(self.fixed_latents).float().cpu()
+        finally:
+            self.generator.train()
+
+    def progress(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "noise_rng": self.noise.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
+        self.noise.set_state(state["noise_rng"].cpu())
