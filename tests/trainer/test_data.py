@@ -99,11 +99,21 @@ def test_sampler_batches_depend_only_on_seed_and_step():
     sampler = StepBatchSampler(10, 4, seed=1)
     stream = iter(sampler)
     first = [next(stream) for _ in range(6)]
-    resumed = iter(StepBatchSampler(10, 4, seed=1, start_step=3))
+    resumed = iter(StepBatchSampler(10, 4, seed=1, start_images=12))
     assert [next(resumed) for _ in range(3)] == first[3:]
     # every epoch is a permutation: 5 batches of 4 cover two epochs of 10 exactly
     flat = [i for batch in first[:5] for i in batch]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
+
+
+def test_sampler_follows_a_changing_batch_size():
+    sampler = StepBatchSampler(50, lambda seen: 4 if seen < 8 else 2, seed=2)
+    stream = iter(sampler)
+    sizes = [len(next(stream)) for _ in range(4)]
+    assert sizes == [4, 4, 2, 2]
+    whole = StepBatchSampler(50, 12, seed=2).global_batch(0, 12)
+    again = iter(StepBatchSampler(50, lambda seen: 4 if seen < 8 else 2, seed=2))
+    assert [i for _ in range(4) for i in next(again)] == whole
 
 
 def test_sampler_handles_batches_larger_than_the_data_set():

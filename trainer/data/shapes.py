@@ -40,7 +40,7 @@ class ShapeSample:
 
 def sample_parameters(seed: int, index: int) -> ShapeSample:
     rng = np.random.default_rng([seed, index])
-    size = float(rng.uniform(0.16, 0.34))
+    size = float(rng.uniform(0.22, 0.42))
     cx, cy = rng.uniform(size, 1.0 - size, size=2)
     return ShapeSample(
         shape=int(rng.integers(len(SHAPES))),

@@ -61,6 +61,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def batch_length(batch: Any) -> int:
+    """Images in a batch, whether it is a tensor or (images, labels, ...) or a dict of tensors."""
+    if isinstance(batch, dict):
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    return int(batch.shape[0])
+
+
 class Run:
     """A training run in `options.out`: metrics.jsonl, samples/, checkpoints/."""
 
@@ -82,17 +91,22 @@ class Run:
         seed_everything(options.seed)
         self.dataset = build_dataset(options.data, config.image_size, options.seed)
         self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp)
-        self.step = 0
+        self.step, self.images_seen = 0, 0
         if checkpoint is not None:
             self.algorithm.load_state_dict(checkpoint)
-            self.step = checkpoint["step"]
+            self.step, self.images_seen = checkpoint["step"], checkpoint["images_seen"]
             restore_rng_state(checkpoint["rng"])
+
+    def batch_size_for(self, images_seen: int) -> int:
+        """The algorithm's schedule where it has one (PGGAN), else the configured minibatch."""
+        schedule = getattr(self.algorithm, "batch_size_for", None)
+        return schedule(images_seen) if schedule else self.config.batch_size
 
     def _loader(self) -> DataLoader:
         workers = self.options.num_workers
         if workers < 0:  # in-memory data sets are fastest in-process; decoding files wants workers
             workers = 0 if hasattr(self.dataset, "images") else min(4, os.cpu_count() or 1)
-        sampler = StepBatchSampler(len(self.dataset), self.config.batch_size, self.options.seed, self.step)
+        sampler = StepBatchSampler(len(self.dataset), self.batch_size_for, self.options.seed, self.images_seen)
         return DataLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -107,7 +121,7 @@ class Run:
             "config": asdict(self.config),
             "train": asdict(self.options),
             "step": self.step,
-            "images_seen": self.step * self.config.batch_size,
+            "images_seen": self.images_seen,
             "dataset": self.dataset.describe(),
             "rng": capture_rng_state(),
             **self.algorithm.state_dict(),
@@ -134,12 +148,13 @@ class Run:
                 batch = next(batches)
                 losses = self.algorithm.train_step(batch)
                 self.step += 1
-                window_images += self.config.batch_size
+                self.images_seen += batch_length(batch)
+                window_images += batch_length(batch)
                 if self.step % opts.log_every == 0 or self.step == opts.steps:
                     elapsed = time.perf_counter() - window_start
                     last = {
                         "step": self.step,
-                        "images_seen": self.step * self.config.batch_size,
+                        "images_seen": self.images_seen,
                         **{k: round(float(v), 6) for k, v in losses.items()},
                         "images_per_s": round(window_images / max(elapsed, 1e-9), 2),
                         **self.algorithm.progress(),
