@@ -1,0 +1,412 @@
+"""The FastAPI application: `create_app(settings)` wires settings, registry, batchers, metrics.
+
+Start-up: the model registry is loaded in the lifespan (or handed in pre-loaded by the CLI, which
+reports load errors cleanly before uvicorn starts); warm-up then runs in the background, so
+`/healthz` answers at once while `/readyz` says 503 until every model is warm.
+
+Per request (/generate): validate the body, build the latent batch (numpy, no per-row Python),
+queue it on the model's batcher, and build the whole response body (PNG/JPEG/WebP encode, base64,
+JSON) in a codec thread pool, so the event loop only moves bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from fastapi import Body, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+
+from service import codecs, latents
+from service.batching import (
+    BatcherClosed,
+    ClientDisconnected,
+    DeadlineExceeded,
+    InferenceFailed,
+    QueueFull,
+)
+from service.errors import ApiError, error_response, error_responses, install_error_handlers
+from service.manifest import Manifest, Task
+from service.metrics import CONTENT_TYPE, Metrics
+from service.middleware import MODEL_SCOPE_KEY, OPEN_PATHS, ServiceMiddleware
+from service.registry import ModelEntry, ModelRegistry
+from service.schemas import (
+    GENERATE_EXAMPLES,
+    GenerateRequest,
+    GenerateResponse,
+    HealthResponse,
+    LatentSource,
+    ModelInfo,
+    ModelsResponse,
+    ReadyResponse,
+)
+from service.settings import Settings
+
+log = logging.getLogger("service.app")
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class ServiceState:
+    """Everything the handlers share; reachable as `app.state.service` (tests use it too)."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: ModelRegistry | None
+    codec_pool: ThreadPoolExecutor
+    warmup: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _retry_after(state: ServiceState) -> dict[str, str]:
+    return {"Retry-After": str(state.settings.retry_after_s)}
+
+
+def _resolve(state: ServiceState, name: str | None, task: Task, request: Request) -> ModelEntry:
+    registry = state.registry
+    entry = registry.get(name, task) if registry is not None else None
+    if entry is None:
+        if name is None:
+            raise ApiError(404, "model_not_found", f"no {task} model is being served")
+        raise ApiError(404, "model_not_found", f"no model named {name!r} (see GET /models)")
+    request.scope[MODEL_SCOPE_KEY] = entry.name
+    if entry.manifest.task != task:
+        raise ApiError(400, "wrong_task", f"model {entry.name!r} is a {entry.manifest.task} model, not {task}")
+    if not entry.ready or entry.batcher is None:
+        state.metrics.rejections.labels(entry.name, "not_ready").inc()
+        raise ApiError(
+            503,
+            "not_ready",
+            f"model {entry.name!r} is {entry.error or entry.state}; retry shortly",
+            _retry_after(state),
+        )
+    return entry
+
+
+def _endpoint_latent(source: LatentSource, manifest: Manifest) -> np.ndarray:
+    dim = manifest.latent_dim
+    assert dim is not None and manifest.latent_distribution is not None
+    if source.seed is not None:
+        return latents.sample(source.seed, 1, dim, manifest.latent_distribution)[0]
+    with np.errstate(over="ignore"):
+        vector = np.asarray([source.latent], dtype=np.float32)
+    return _checked(vector, dim, "interpolate endpoint")[0]
+
+
+def _checked(array: np.ndarray, dim: int, what: str) -> np.ndarray:
+    if array.shape[1] != dim:
+        raise ApiError(422, "invalid_latent", f"{what}: latent vectors must have {dim} values, got {array.shape[1]}")
+    if not np.isfinite(array).all():
+        raise ApiError(422, "invalid_latent", f"{what}: latent values must be finite float32 numbers")
+    return array
+
+
+def _build_latents(body: GenerateRequest, manifest: Manifest, limit: int) -> tuple[np.ndarray, int | None]:
+    """The latent batch a request describes, and the seed that reproduces it (None if explicit)."""
+    dim = manifest.latent_dim
+    assert dim is not None and manifest.latent_distribution is not None
+    if body.latents is not None:
+        count = len(body.latents)
+    elif body.interpolate is not None:
+        count = body.interpolate.steps
+    else:
+        count = body.num_images
+    if count > limit:
+        raise ApiError(413, "too_many_images", f"{count} images requested; this service returns at most {limit}")
+    if body.latents is not None:
+        lengths = {len(vector) for vector in body.latents}
+        if lengths != {dim}:
+            raise ApiError(
+                422,
+                "invalid_latent",
+                f"latents: every vector must have latent_dim={dim} values, got lengths {sorted(lengths)}",
+            )
+        with np.errstate(over="ignore"):  # out-of-range values become inf, refused just below
+            vectors = np.asarray(body.latents, dtype=np.float32)
+        return _checked(vectors, dim, "latents"), None
+    if body.interpolate is not None:
+        walk = body.interpolate
+        start = _endpoint_latent(walk.start, manifest)
+        end = _endpoint_latent(walk.end, manifest)
+        return latents.interpolate(start, end, walk.steps, walk.method), None
+    seed = body.seed if body.seed is not None else latents.new_seed()
+    return latents.sample(seed, count, dim, manifest.latent_distribution), seed
+
+
+def _negotiate(accept: str | None, default_format: str) -> str | None:
+    """Image format of a grid response if `Accept` prefers an image, else None (JSON)."""
+    if not accept:
+        return None
+    best: tuple[float, str | None] | None = None
+    for part in accept.split(","):
+        media, _, params = part.strip().partition(";")
+        media = media.strip().lower()
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if media in ("application/json", "*/*", "application/*"):
+            choice: str | None = None
+        elif media in codecs.FORMAT_OF_MEDIA_TYPE:
+            choice = codecs.FORMAT_OF_MEDIA_TYPE[media]
+        elif media == "image/*":
+            choice = default_format
+        else:
+            continue
+        if quality > 0 and (best is None or quality > best[0]):
+            best = (quality, choice)
+    if best is None:
+        raise ApiError(
+            406,
+            "not_acceptable",
+            "this endpoint answers application/json, image/png, image/jpeg or image/webp",
+        )
+    return best[1]
+
+
+def _render_json(
+    model: str,
+    out: np.ndarray,
+    manifest: Manifest,
+    body: GenerateRequest,
+    seed: int | None,
+    vectors: np.ndarray,
+) -> bytes:
+    images = codecs.to_uint8(out, manifest.output_range)
+    encoded = [base64.b64encode(codecs.encode(img, body.format, body.quality)).decode("ascii") for img in images]
+    payload = {
+        "model": model,
+        "media_type": codecs.MEDIA_TYPES[body.format],
+        "seed": seed,
+        "images": encoded,
+        "latents": vectors.tolist() if body.return_latents else None,
+    }
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _render_grid(out: np.ndarray, manifest: Manifest, fmt: str, quality: int) -> bytes:
+    return codecs.encode(codecs.grid(codecs.to_uint8(out, manifest.output_range)), fmt, quality)  # type: ignore[arg-type]
+
+
+async def _infer(state: ServiceState, entry: ModelEntry, feeds: dict[str, np.ndarray], request: Request) -> np.ndarray:
+    """Queue on the model's batcher; map batching outcomes to HTTP errors."""
+    assert entry.batcher is not None
+    try:
+        return await entry.batcher.infer(feeds, timeout=state.settings.request_timeout_s, disconnected=request.receive)
+    except QueueFull as exc:
+        raise ApiError(503, "overloaded", str(exc), _retry_after(state)) from None
+    except DeadlineExceeded:
+        raise ApiError(
+            504,
+            "deadline_exceeded",
+            f"no result within the request timeout of {state.settings.request_timeout_s:g} s",
+        ) from None
+    except ClientDisconnected:
+        raise ApiError(499, "client_disconnected", "the client closed the connection") from None
+    except BatcherClosed as exc:
+        raise ApiError(503, "shutting_down", str(exc), _retry_after(state)) from None
+    except InferenceFailed as exc:
+        raise ApiError(500, "inference_failed", str(exc)) from None
+
+
+def _model_info(entry: ModelEntry) -> ModelInfo:
+    m = entry.manifest
+    return ModelInfo(
+        name=entry.name,
+        task=m.task,
+        architecture=m.architecture,
+        state=entry.state,
+        ready=entry.ready,
+        error=entry.error,
+        providers=entry.runtime.providers,
+        inputs=m.inputs,
+        outputs=m.outputs,
+        image_size=m.image_size,
+        channels=m.channels,
+        input_range=m.input_range,
+        output_range=m.output_range,
+        latent_dim=m.latent_dim,
+        latent_distribution=m.latent_distribution,
+        scale=m.scale,
+        attributes=m.attributes,
+        exclusive_groups=m.exclusive_groups,
+        precision=m.precision,
+        parity_max_abs_error=m.parity_max_abs_error,
+        provenance=m.provenance.model_dump(),
+    )
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def create_app(settings: Settings | None = None, *, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the service. Pass `registry` to serve models loaded beforehand (the CLI does)."""
+    settings = settings or Settings()
+    state = ServiceState(
+        settings=settings,
+        metrics=Metrics(),
+        registry=registry,
+        codec_pool=ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> Any:
+        if state.registry is None:
+            state.registry = ModelRegistry.load(settings)
+        state.registry.start(state.metrics)
+        state.warmup = asyncio.get_running_loop().create_task(state.registry.warm_up(), name="warm-up")
+        try:
+            yield
+        finally:
+            state.warmup.cancel()
+            with suppress(asyncio.CancelledError):
+                await state.warmup
+            await state.registry.stop()
+            state.codec_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="GAN service",
+        version=__version__,
+        summary="Images from exported GAN generators, batched on ONNX Runtime.",
+        description=(
+            'Errors always have the shape `{"error": {"code": ..., "message": ...}}`. '
+            "When the service runs with API keys, send `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>` (probes, /metrics and the docs stay open)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.service = state
+    install_error_handlers(app)
+    app.add_middleware(ServiceMiddleware, settings=settings, metrics=state.metrics)
+
+    @app.post(
+        "/generate",
+        summary="Generate images",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "JSON with base64 images by default; one image grid when `Accept` "
+                "asks for image/png (or image/jpeg, image/webp).",
+                "model": GenerateResponse,
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+                "headers": {"X-Seed": {"description": "Seed of a grid response", "schema": {"type": "integer"}}},
+            },
+            **error_responses(400, 401, 404, 406, 413, 422, 503, 504),
+        },
+    )
+    async def generate(
+        request: Request,
+        body: GenerateRequest = Body(openapi_examples=GENERATE_EXAMPLES),  # type: ignore[arg-type]
+    ) -> Response:
+        """Random images (optionally seeded), images of explicit latent vectors, or a latent walk."""
+        entry = _resolve(state, body.model, "generate", request)
+        manifest = entry.manifest
+        grid_format = _negotiate(request.headers.get("accept"), body.format)
+        vectors, seed = _build_latents(body, manifest, settings.max_images_per_request)
+        feeds = {manifest.inputs[0].name: entry.runtime.shape_latents(vectors)}
+        out = await _infer(state, entry, feeds, request)
+        loop = asyncio.get_running_loop()
+        if grid_format is None:
+            content = await loop.run_in_executor(
+                state.codec_pool, _render_json, entry.name, out, manifest, body, seed, vectors
+            )
+            media_type, headers = "application/json", None
+        else:
+            content = await loop.run_in_executor(
+                state.codec_pool, _render_grid, out, manifest, grid_format, body.quality
+            )
+            media_type = codecs.MEDIA_TYPES[grid_format]
+            headers = {"X-Image-Count": str(len(out))}
+            if seed is not None:
+                headers["X-Seed"] = str(seed)
+        state.metrics.images.labels(entry.name).inc(len(out))
+        return Response(content, media_type=media_type, headers=headers)
+
+    @app.get("/models", response_model=ModelsResponse, summary="Served models", responses=error_responses(401))
+    async def models() -> ModelsResponse:
+        """Every model's manifest summary, the execution providers in use and its readiness."""
+        registry = state.registry
+        entries = sorted(registry.entries.values(), key=lambda e: e.name) if registry else []
+        return ModelsResponse(ready=bool(registry and registry.ready), models=[_model_info(e) for e in entries])
+
+    @app.get("/healthz", response_model=HealthResponse, summary="Liveness")
+    async def healthz() -> HealthResponse:
+        """200 while the process serves HTTP, whether or not models are ready."""
+        return HealthResponse()
+
+    @app.get("/readyz", response_model=ReadyResponse, summary="Readiness", responses=error_responses(503))
+    async def readyz() -> Response:
+        """200 once every model is loaded and warmed up; 503 with the reason before (or on failure)."""
+        registry = state.registry
+        if registry is None or not registry.ready:
+            reasons = registry.not_ready_reasons() if registry else ["model registry not loaded"]
+            return error_response(503, "not_ready", "; ".join(reasons) or "no models", _retry_after(state))
+        return JSONResponse({"status": "ready", "models": {n: e.state for n, e in registry.entries.items()}})
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {
+                    CONTENT_TYPE: {
+                        "example": 'gan_requests_total{endpoint="/generate",model="dcgan",status="200"} 42.0\n'
+                    }
+                }
+            }
+        },
+    )
+    async def metrics() -> Response:
+        """Prometheus text exposition (prefix `gan_`)."""
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    if settings.api_keys:
+        _document_auth(app)
+    return app
+
+
+def _document_auth(app: FastAPI) -> None:
+    """Declare the API-key schemes in OpenAPI, so the docs' Authorize button works."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """For `uvicorn --factory service.app:app_factory`: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,85 @@
+"""Image codecs: model output arrays -> PNG / JPEG / WebP bytes, and grids of many images.
+
+Models emit float CHW arrays in their manifest's `output_range`; clients want 8-bit files. Encoding
+is CPU work (zlib, libjpeg), so the app calls these functions from a thread pool, never on the
+event loop; Pillow releases the GIL while it compresses.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+FORMAT_OF_MEDIA_TYPE = {media: fmt for fmt, media in MEDIA_TYPES.items()}
+
+# zlib level 1: images from a generator barely compress further at higher levels, and encode time
+# is on the serving path.
+_PNG_COMPRESS_LEVEL = 1
+
+
+def to_uint8(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """Map [N, C, H, W] floats in `value_range` to [N, H, W, C] uint8 (clipped, rounded)."""
+    low, high = value_range
+    scale = 255.0 / (high - low)
+    scaled = (np.asarray(images, dtype=np.float32) - low) * scale
+    np.clip(scaled, 0.0, 255.0, out=scaled)
+    return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+    """[H, W, C] uint8 -> a PIL image (1 channel = grayscale, 3 = RGB, 4 = RGBA)."""
+    channels = image.shape[2]
+    if channels == 1:
+        return Image.fromarray(np.ascontiguousarray(image[:, :, 0]))
+    if channels in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(image))
+    raise ValueError(f"cannot encode an image with {channels} channels")
+
+
+def encode(image: np.ndarray, fmt: ImageFormat = "png", quality: int = 90) -> bytes:
+    """Encode one [H, W, C] uint8 image."""
+    pil = _pil(image)
+    buf = io.BytesIO()
+    if fmt == "png":
+        pil.save(buf, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
+    elif fmt == "jpeg":
+        if pil.mode == "RGBA":
+            pil = pil.convert("RGB")
+        pil.save(buf, format="JPEG", quality=quality)
+    elif fmt == "webp":
+        pil.save(buf, format="WEBP", quality=quality, method=0)
+    else:
+        raise ValueError(f"unsupported format {fmt!r}")
+    return buf.getvalue()
+
+
+def grid(images: np.ndarray, columns: int | None = None, padding: int = 2, fill: int = 0) -> np.ndarray:
+    """Tile [N, H, W, C] uint8 images into one [H', W', C] image, row-major, near-square by default."""
+    count, height, width, channels = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    out = np.full(
+        (rows * height + (rows + 1) * padding, columns * width + (columns + 1) * padding, channels),
+        fill,
+        dtype=np.uint8,
+    )
+    for index in range(count):
+        r, c = divmod(index, columns)
+        top = padding + r * (height + padding)
+        left = padding + c * (width + padding)
+        out[top : top + height, left : left + width] = images[index]
+    return out
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Decode image bytes to [H, W, C] uint8 (RGB); used by tests now, by upload endpoints later."""
+    with Image.open(io.BytesIO(data)) as pil:
+        array = np.asarray(pil.convert("RGB") if pil.mode not in ("L", "RGB") else pil)
+    return array[:, :, None] if array.ndim == 2 else array

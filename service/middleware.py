@@ -1,0 +1,126 @@
+"""One pure-ASGI middleware for what every request needs: API-key check, body-size cap, metrics.
+
+Pure ASGI rather than Starlette's `BaseHTTPMiddleware`, which adds a task and stream copy per
+request; this path is on every request the batcher is benchmarked through.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import ApiError
+from service.metrics import Metrics
+from service.settings import Settings
+
+#: Paths that stay reachable without an API key (probes, scraping, API docs).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+#: Endpoint label values; anything else is `other`, so scanners cannot blow up label cardinality.
+ENDPOINTS = frozenset({"/generate", "/super-resolve", "/translate", "/models", "/healthz", "/readyz", "/metrics"})
+
+#: Scope key under which a handler records the model it served (the `model` metric label).
+MODEL_SCOPE_KEY = "gan.model"
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ServiceMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in settings.api_keys]
+        self.max_body = settings.max_upload_bytes
+        self.metrics = metrics
+
+    def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        offered: list[bytes] = []
+        for name, value in headers:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered.append(value[7:].strip())
+            elif name == b"x-api-key":
+                offered.append(value.strip())
+        # compare against every key, so timing does not reveal which prefix matched
+        return any([hmac.compare_digest(o, k) for o in offered for k in self.keys])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        status = 500
+        timed = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, timed
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                timed = True
+                self.metrics.request_duration.labels(endpoint, scope.get(MODEL_SCOPE_KEY, "")).observe(
+                    time.perf_counter() - began
+                )
+            await send(message)
+
+        try:
+            headers = scope["headers"]
+            if self.keys and path not in OPEN_PATHS and not self._authorized(headers):
+                await _send_error(
+                    send_wrapper,
+                    401,
+                    "unauthorized",
+                    "missing or invalid API key (send 'Authorization: Bearer <key>' or 'X-API-Key: <key>')",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            length = next((v for n, v in headers if n == b"content-length"), None)
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                await _send_error(
+                    send_wrapper,
+                    413,
+                    "payload_too_large",
+                    f"request body of {int(length)} bytes exceeds the limit of {self.max_body} bytes",
+                    [(b"connection", b"close")],
+                )
+                return
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive = self._capped(receive)
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not timed:
+                self.metrics.request_duration.labels(endpoint, scope.get(MODEL_SCOPE_KEY, "")).observe(
+                    time.perf_counter() - began
+                )
+            self.metrics.requests.labels(endpoint, scope.get(MODEL_SCOPE_KEY, ""), str(status)).inc()
+
+    def _capped(self, receive: Receive) -> Receive:
+        """Enforce the body cap on chunked uploads, which announce no Content-Length."""
+        seen = 0
+
+        async def capped() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {self.max_body} bytes")
+            return message
+
+        return capped

@@ -1,0 +1,211 @@
+"""ONNX Runtime sessions: one per model, checked against its manifest before it may serve.
+
+Why the checks: a model repository is written by another stage (export) and possibly another
+machine, so the service verifies what it can at start-up - the file loads, the graph's input and
+output names and fixed dimensions match the manifest, the batch axis is dynamic - and reports a
+problem as one line naming the file, instead of failing on the first request.
+
+Why read `session.get_providers()`: onnxruntime-gpu silently falls back to CPU when the CUDA
+libraries are missing. The providers actually in use are exposed (/models, `gan_model_info`), and
+with `device=cuda` a fallback is a start-up error rather than a slow surprise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.manifest import MODEL_FILENAME, Manifest, TensorSpec
+
+log = logging.getLogger("service.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+# Size used for dynamic non-batch axes when a dummy input must be invented (warm-up).
+_WARMUP_SIDE = 32
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot serve; the message names the file and says what is wrong."""
+
+
+def select_providers(device: str) -> list[str]:
+    """Execution providers to request for `device` (auto|cpu|cuda)."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if device == "cuda":
+        raise ModelLoadError(
+            f"GAN_DEVICE=cuda but this onnxruntime build offers only {available}; "
+            "install onnxruntime-gpu (the serve-gpu extra) or set GAN_DEVICE=auto or cpu"
+        )
+    return [CPU]
+
+
+@dataclass(frozen=True)
+class GraphTensor:
+    """One graph input/output as ONNX Runtime reports it (dims are int, str or None)."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    ort_type: str
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """numpy dtype of the tensor, or None for a type the service cannot feed."""
+        kind = _ORT_DTYPES.get(self.ort_type)
+        return np.dtype(kind) if kind is not None else None
+
+
+@dataclass
+class ModelRuntime:
+    """A loaded, validated model: its manifest, its session and what runs it."""
+
+    manifest: Manifest
+    path: Path
+    session: ort.InferenceSession
+    providers: list[str]
+    inputs: dict[str, GraphTensor]
+    output_name: str
+    calls: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One ONNX Runtime call; returns the first manifest output as float32.
+
+        Feeds are cast to the graph's dtype (fp16 models take fp16); called from one worker
+        thread per model, so it does no locking beyond the call counter.
+        """
+        cast = {
+            name: (arr if arr.dtype == self.inputs[name].dtype else arr.astype(self.inputs[name].dtype))
+            for name, arr in feeds.items()
+        }
+        with self._lock:
+            self.calls += 1
+        out = self.session.run([self.output_name], cast)[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+    def input_rank(self, name: str) -> int:
+        return len(self.inputs[name].shape)
+
+    def shape_latents(self, latents: np.ndarray) -> np.ndarray:
+        """Reshape [N, latent_dim] to the latent input's declared rank (e.g. [N, 100, 1, 1])."""
+        spec = self.inputs[self.manifest.inputs[0].name]
+        extra = len(spec.shape) - latents.ndim
+        return latents.reshape(latents.shape + (1,) * extra) if extra > 0 else latents
+
+    def dummy_feeds(self, batch: int) -> dict[str, np.ndarray]:
+        """Zero inputs of `batch` rows, for warm-up; dynamic non-batch axes get a small size."""
+        feeds = {}
+        side = self.manifest.image_size or _WARMUP_SIDE
+        for spec in self.manifest.inputs:
+            graph = self.inputs[spec.name]
+            dims = [batch]
+            for mdim, gdim in zip(spec.shape[1:], graph.shape[1:], strict=False):
+                dims.append(mdim if isinstance(mdim, int) else gdim if isinstance(gdim, int) else side)
+            feeds[spec.name] = np.zeros(dims, dtype=np.float32)
+        return feeds
+
+
+def _graph_tensors(items: list[ort.NodeArg]) -> dict[str, GraphTensor]:
+    return {item.name: GraphTensor(item.name, tuple(item.shape), item.type) for item in items}
+
+
+def _check_tensors(kind: str, manifest_specs: list[TensorSpec], graph: dict[str, GraphTensor], where: str) -> None:
+    wanted = [spec.name for spec in manifest_specs]
+    if set(wanted) - set(graph) or (kind == "inputs" and set(graph) - set(wanted)):
+        raise ModelLoadError(
+            f"{where}: graph {kind} {sorted(graph)} do not match the manifest's {kind} {sorted(wanted)} "
+            "(is this model.onnx from a different export?)"
+        )
+    for spec in manifest_specs:
+        tensor = graph[spec.name]
+        if tensor.dtype is None or tensor.dtype.name != spec.dtype:
+            raise ModelLoadError(
+                f"{where}: {kind[:-1]} {spec.name!r} is {tensor.ort_type} in the graph but {spec.dtype} in the manifest"
+            )
+        if len(tensor.shape) != len(spec.shape):
+            raise ModelLoadError(
+                f"{where}: {kind[:-1]} {spec.name!r} has rank {len(tensor.shape)} in the graph "
+                f"but {len(spec.shape)} in the manifest"
+            )
+        if isinstance(tensor.shape[0], int):
+            raise ModelLoadError(
+                f"{where}: {kind[:-1]} {spec.name!r} has a fixed batch axis ({tensor.shape[0]}); "
+                "the service needs a dynamic batch axis (export with dynamic axes)"
+            )
+        for axis, (mdim, gdim) in enumerate(zip(spec.shape, tensor.shape, strict=True)):
+            if isinstance(mdim, int) and isinstance(gdim, int) and mdim != gdim:
+                raise ModelLoadError(
+                    f"{where}: {kind[:-1]} {spec.name!r} axis {axis} is {gdim} in the graph but {mdim} in the manifest"
+                )
+
+
+def _check_manifest_io(manifest: Manifest, where: str) -> None:
+    if manifest.task == "generate":
+        latent = manifest.inputs[0]
+        if len(manifest.inputs) != 1 or len(latent.shape) < 2 or latent.shape[1] != manifest.latent_dim:
+            raise ModelLoadError(
+                f"{where}: a generate model needs one input shaped [None, latent_dim, 1...]; "
+                f"got {[s.model_dump() for s in manifest.inputs]} with latent_dim={manifest.latent_dim}"
+            )
+        if any(d != 1 for d in latent.shape[2:]):
+            raise ModelLoadError(f"{where}: latent input {latent.name!r} has non-1 trailing axes {latent.shape}")
+    if not manifest.outputs:
+        raise ModelLoadError(f"{where}: the manifest declares no outputs")
+
+
+def load_runtime(
+    directory: Path, manifest: Manifest, device: str, intra_op_threads: int = 0, spinning: bool = False
+) -> ModelRuntime:
+    """Create and validate the session for `directory/model.onnx`; raise ModelLoadError on any problem."""
+    path = Path(directory) / MODEL_FILENAME
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: missing (the manifest is there but the ONNX file is not)")
+    _check_manifest_io(manifest, str(path.parent / "manifest.json"))
+    requested = select_providers(device)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    # By default ORT's pool threads spin between calls, stealing the cores the event loop and the
+    # codec threads need to prepare the next batch; on a small CPU host that costs throughput.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+    except Exception as exc:  # ORT raises several private exception types for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({first_line})") from None
+    actual = list(session.get_providers())
+    if CUDA in requested and CUDA not in actual:
+        message = (
+            f"{path}: CUDA was requested but ONNX Runtime fell back to {actual} "
+            "(are the CUDA and cuDNN libraries onnxruntime-gpu needs installed?)"
+        )
+        if device == "cuda":
+            raise ModelLoadError(message)
+        log.warning("%s; serving on CPU", message)
+    inputs = _graph_tensors(session.get_inputs())
+    outputs = _graph_tensors(session.get_outputs())
+    _check_tensors("inputs", manifest.inputs, inputs, str(path))
+    _check_tensors("outputs", manifest.outputs, outputs, str(path))
+    return ModelRuntime(
+        manifest=manifest,
+        path=path,
+        session=session,
+        providers=actual,
+        inputs=inputs,
+        output_name=manifest.outputs[0].name,
+    )

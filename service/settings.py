@@ -1,0 +1,75 @@
+"""Service configuration: one pydantic-settings object read from `GAN_*` environment variables.
+
+Every knob lives here so the rest of the service takes a `Settings` and never reads the environment
+itself; tests build a `Settings(...)` directly. Each variable is documented in `docs/service.md`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of one service process (read once at start-up)."""
+
+    model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", protected_namespaces=())
+
+    model_dir: Path = Field(Path("models"), description="Model repository: one sub-directory per model.")
+    device: Device = Field(
+        "auto",
+        description="auto = CUDA when onnxruntime offers it, else CPU; cuda = CUDA or refuse to start.",
+    )
+    max_batch_size: int = Field(32, ge=1, description="Most rows (images) in one ONNX Runtime call.")
+    max_batch_delay_ms: float = Field(
+        5.0, ge=0, description="Longest wait after the first queued request for a batch to fill."
+    )
+    max_queue_size: int = Field(256, ge=1, description="Most rows waiting per model; beyond it, 503.")
+    request_timeout_s: float = Field(30.0, gt=0, description="Deadline of one request; past it, 504.")
+    max_images_per_request: int = Field(64, ge=1, description="Most images one request may ask for.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Largest accepted request body.")
+    max_input_pixels: int = Field(
+        2048 * 2048, ge=1, description="Largest uploaded image (width x height), for upload endpoints."
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys (comma-separated); empty = no authentication.",
+    )
+    host: str = Field("0.0.0.0", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to bind.")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = Field(True, description="Log one line per request (uvicorn access log).")
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = its default.")
+    intra_op_spinning: bool = Field(
+        False, description="Let ONNX Runtime's idle pool threads spin (faster on a dedicated many-core host)."
+    )
+    codec_threads: int = Field(2, ge=1, description="Threads that encode images off the event loop.")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 responses.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """Accept `a,b` (what people write in an env file) as well as a JSON list or a Python list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _queue_holds_a_request(self) -> Settings:
+        # A request that can never fit in the queue would be rejected forever with a misleading 503.
+        if self.max_images_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_images_per_request ({self.max_images_per_request}) must not exceed "
+                f"max_queue_size ({self.max_queue_size})"
+            )
+        return self
