@@ -7,6 +7,9 @@ import pytest
 TINY_CONFIGS = {
     "dcgan": {"image_size": 16, "ngf": 8, "ndf": 8, "batch_size": 8, "latent_dim": 16},
     "lsgan": {"image_size": 16, "ngf": 16, "ndf": 8, "latent_dim": 16, "batch_size": 8},
+    # grows 4 -> 8 -> 16 in 8 steps of 8 images: 4x4 for 2 steps, each later resolution 2 fading + 2 stable
+    "pggan": {"image_size": 16, "fmap_base": 64, "fmap_max": 16, "latent_dim": 16, "batch_size": 8,
+              "fade_images": 16, "stable_images": 16},
 }
 
 

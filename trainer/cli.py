@@ -37,6 +37,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="steps between fixed-noise sample grids (0: only at the end)")
     common.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                         help="steps between checkpoints (0: only at the end)")
+    common.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                        help="steps between the architecture's own evaluation (PSNR/SSIM, ...; 0: never)")
     common.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
                         help="how many step checkpoints to keep (0: all)")
     common.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
@@ -53,8 +55,9 @@ def _add_config(parser: argparse.ArgumentParser, config_cls: type) -> None:
     group = parser.add_argument_group("architecture (help gives the paper default)")
     for f in fields(config_cls):
         default = f.default if f.default is not MISSING else None
-        group.add_argument(_flag(f.name), dest=f"config.{f.name}", type=type(default), default=default,
-                           help=f.metadata.get("help", ""))
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        group.add_argument(_flag(f.name), dest=f"config.{f.name}", default=default, help=f.metadata.get("help", ""),
+                           **kind)
 
 
 def build_parser() -> argparse.ArgumentParser:

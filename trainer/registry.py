@@ -12,10 +12,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
+from trainer.data import build_dataset
 from trainer.export_spec import ExportSpec, latent_generator_spec
 from trainer.losses import build_loss
-from trainer.models import dcgan, lsgan
+from trainer.models import dcgan, lsgan, pggan
+from trainer.training.progressive import GrowthSchedule, ProgressiveGAN
 from trainer.training.unconditional import UnconditionalGAN
 
 
@@ -30,6 +33,13 @@ class Architecture:
     export_spec: Callable[[Any, nn.Module], ExportSpec]
     # which weights in the checkpoint are the ones to serve (G_ema where the architecture keeps one)
     served_generator_key: str = "generator"
+    # (spec, config, seed) -> Dataset, for architectures whose data is not plain images (SR pairs, labels)
+    build_dataset: Callable[[str, Any, int], Dataset] | None = None
+
+    def dataset(self, spec: str, config: Any, seed: int) -> Dataset:
+        if self.build_dataset is not None:
+            return self.build_dataset(spec, config, seed)
+        return build_dataset(spec, config.image_size, seed)
 
     def make_config(self, values: dict[str, Any]) -> Any:
         known = {f.name for f in fields(self.config_cls)}
@@ -62,6 +72,34 @@ def _latent_spec(config: Any, generator: nn.Module) -> ExportSpec:
     return latent_generator_spec(generator, config.latent_dim, config.latent_distribution, config.image_size)
 
 
+def _progressive(config: pggan.PGGANConfig, device: torch.device, seed: int, amp: bool) -> ProgressiveGAN:
+    torch.manual_seed(seed)
+    schedule = GrowthSchedule(config.image_size, config.fade_images, config.stable_images, config.batch_size)
+    return ProgressiveGAN(
+        pggan.build_generator(config),
+        pggan.build_discriminator(config),
+        schedule,
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        gp_lambda=config.gp_lambda,
+        drift=config.drift,
+        ema_beta=config.ema_beta,
+        device=device,
+        seed=seed,
+        amp=amp,
+    )
+
+
+def _grown_spec(config: pggan.PGGANConfig, generator: nn.Module) -> ExportSpec:
+    """The generator at the resolution and alpha its checkpoint reached (recorded in its buffers): only
+    the layers that stage uses, latent pixel norm inside, so the service feeds plain N(0,1) latents."""
+    if not isinstance(generator, pggan.Generator):
+        raise TypeError(f"pggan export needs a pggan.Generator, got {type(generator).__name__}")
+    grown = generator.grown()
+    extra = {"resolution": grown.resolution, "alpha": grown.alpha, "images_seen": int(generator.grown_images)}
+    return latent_generator_spec(grown, config.latent_dim, "normal", grown.resolution, extra)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "dcgan": Architecture(
         name="dcgan",
@@ -80,6 +118,16 @@ ARCHITECTURES: dict[str, Architecture] = {
         build_generator=lsgan.build_generator,
         build_algorithm=_unconditional(lsgan),
         export_spec=_latent_spec,
+    ),
+    "pggan": Architecture(
+        name="pggan",
+        task="generate",
+        summary="PGGAN (Karras et al. 2018): progressive growing from 4x4, WGAN-GP + drift, EMA generator",
+        config_cls=pggan.PGGANConfig,
+        build_generator=pggan.build_generator,
+        build_algorithm=_progressive,
+        export_spec=_grown_spec,
+        served_generator_key="generator_ema",
     ),
 }
 

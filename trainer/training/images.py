@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
+
+CAPTION_HEIGHT = 12
 
 
 def to_uint8(images: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -30,9 +32,16 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -> Path:
+def save_grid(images: torch.Tensor, path: Path, nrow: int | None = None, caption: str | None = None) -> Path:
+    """Write the grid as a PNG; a caption (e.g. PGGAN's resolution and alpha) goes in a strip above it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images, nrow)
-    Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid).save(path)
+    image = Image.fromarray(grid.squeeze(-1) if grid.shape[-1] == 1 else grid)
+    if caption:
+        captioned = Image.new(image.mode, (image.width, image.height + CAPTION_HEIGHT))
+        captioned.paste(image, (0, CAPTION_HEIGHT))
+        ImageDraw.Draw(captioned).text((2, 1), caption, fill="white")
+        image = captioned
+    image.save(path)
     return path

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from trainer.data import StepBatchSampler, build_dataset
+from trainer.data import StepBatchSampler
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import (
     capture_rng_state,
@@ -39,6 +39,7 @@ class TrainOptions:
     log_every: int = 20
     sample_every: int = 200
     checkpoint_every: int = 500
+    eval_every: int = 0
     keep_checkpoints: int = 3
     device: str = "auto"
     amp: str = "auto"
@@ -89,7 +90,7 @@ class Run:
         self.arch = get_architecture(arch_name)
         self.config = config
         seed_everything(options.seed)
-        self.dataset = build_dataset(options.data, config.image_size, options.seed)
+        self.dataset = self.arch.dataset(options.data, config, options.seed)
         self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp)
         self.step, self.images_seen = 0, 0
         if checkpoint is not None:
@@ -130,8 +131,21 @@ class Run:
 
     def sample(self) -> Path:
         path = self.out / "samples" / f"step_{self.step:08d}.png"
-        save_grid(self.algorithm.sample(), path)
+        progress = self.algorithm.progress()  # e.g. PGGAN's resolution and alpha, shown above the grid
+        caption = "  ".join([f"step {self.step}"] + [f"{k} {v}" for k, v in progress.items()]) if progress else None
+        save_grid(self.algorithm.sample(), path, caption=caption)
         return path
+
+    def evaluate(self, log: Any) -> dict[str, Any] | None:
+        """The algorithm's own quality figures (PSNR/SSIM, attribute accuracy, ...) where it has them,
+        logged to metrics.jsonl as {"step": N, "eval": {...}}."""
+        evaluate = getattr(self.algorithm, "evaluate", None)
+        if evaluate is None:
+            return None
+        record = {"step": self.step, "images_seen": self.images_seen, "eval": evaluate(self.dataset)}
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        return record
 
     def train(self) -> dict[str, Any]:
         """Run until `options.steps`; returns the last logged record."""
@@ -168,6 +182,8 @@ class Run:
                     self.sample()
                 if opts.checkpoint_every and self.step % opts.checkpoint_every == 0:
                     self.checkpoint()
+                if opts.eval_every and self.step % opts.eval_every == 0:
+                    self.evaluate(log)
                 bar.update(1)
         bar.close()
         if not (opts.checkpoint_every and self.step % opts.checkpoint_every == 0):
