@@ -5,8 +5,9 @@ reports load errors cleanly before uvicorn starts); warm-up then runs in the bac
 `/healthz` answers at once while `/readyz` says 503 until every model is warm.
 
 Per request (/generate): validate the body, build the latent batch (numpy, no per-row Python),
-queue it on the model's batcher, and build the whole response body (PNG/JPEG/WebP encode, base64,
-JSON) in a codec thread pool, so the event loop only moves bytes.
+queue it on the model's batcher, which builds the whole response body (PNG/JPEG/WebP encode, base64,
+JSON) in the codec thread pool once the batch is computed (one hand-off per batch, not per request),
+so the event loop only moves bytes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import base64
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ from service.manifest import Manifest, Task
 from service.metrics import CONTENT_TYPE, Metrics
 from service.middleware import MODEL_SCOPE_KEY, OPEN_PATHS, ServiceMiddleware
 from service.registry import ModelEntry, ModelRegistry
+from service.routes_media import router as media_router
 from service.schemas import (
     GENERATE_EXAMPLES,
     GenerateRequest,
@@ -187,27 +190,37 @@ def _render_json(
     seed: int | None,
     vectors: np.ndarray,
 ) -> bytes:
+    """The JSON response body, built as bytes: base64 text needs no JSON escaping, so the (large)
+    image strings are joined in directly instead of being scanned again by `json.dumps`."""
     images = codecs.to_uint8(out, manifest.output_range)
-    encoded = [base64.b64encode(codecs.encode(img, body.format, body.quality)).decode("ascii") for img in images]
-    payload = {
-        "model": model,
-        "media_type": codecs.MEDIA_TYPES[body.format],
-        "seed": seed,
-        "images": encoded,
-        "latents": vectors.tolist() if body.return_latents else None,
-    }
-    return json.dumps(payload, separators=(",", ":")).encode()
+    encoded = [base64.b64encode(codecs.encode(img, body.format, body.quality)) for img in images]
+    head = json.dumps(
+        {"model": model, "media_type": codecs.MEDIA_TYPES[body.format], "seed": seed}, separators=(",", ":")
+    )
+    latents_json = json.dumps(vectors.tolist(), separators=(",", ":")) if body.return_latents else "null"
+    return b"".join(
+        (head[:-1].encode(), b',"images":["', b'","'.join(encoded), b'"],"latents":', latents_json.encode(), b"}")
+    )
 
 
 def _render_grid(out: np.ndarray, manifest: Manifest, fmt: str, quality: int) -> bytes:
     return codecs.encode(codecs.grid(codecs.to_uint8(out, manifest.output_range)), fmt, quality)  # type: ignore[arg-type]
 
 
-async def _infer(state: ServiceState, entry: ModelEntry, feeds: dict[str, np.ndarray], request: Request) -> np.ndarray:
-    """Queue on the model's batcher; map batching outcomes to HTTP errors."""
+async def _infer(
+    state: ServiceState,
+    entry: ModelEntry,
+    feeds: dict[str, np.ndarray],
+    request: Request,
+    finish: Callable[[np.ndarray], Any] | None = None,
+) -> Any:
+    """Queue on the model's batcher (`finish` turns the output rows into the response body on the
+    codec pool, once per batch for all its requests); map batching outcomes to HTTP errors."""
     assert entry.batcher is not None
     try:
-        return await entry.batcher.infer(feeds, timeout=state.settings.request_timeout_s, disconnected=request.receive)
+        return await entry.batcher.infer(
+            feeds, timeout=state.settings.request_timeout_s, disconnected=request.receive, finish=finish
+        )
     except QueueFull as exc:
         raise ApiError(503, "overloaded", str(exc), _retry_after(state)) from None
     except DeadlineExceeded:
@@ -268,7 +281,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     async def lifespan(_: FastAPI) -> Any:
         if state.registry is None:
             state.registry = ModelRegistry.load(settings)
-        state.registry.start(state.metrics)
+        state.registry.start(state.metrics, finish_executor=state.codec_pool)
         state.warmup = asyncio.get_running_loop().create_task(state.registry.warm_up(), name="warm-up")
         try:
             yield
@@ -319,23 +332,24 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         grid_format = _negotiate(request.headers.get("accept"), body.format)
         vectors, seed = _build_latents(body, manifest, settings.max_images_per_request)
         feeds = {manifest.inputs[0].name: entry.runtime.shape_latents(vectors)}
-        out = await _infer(state, entry, feeds, request)
-        loop = asyncio.get_running_loop()
+        count = len(vectors)
         if grid_format is None:
-            content = await loop.run_in_executor(
-                state.codec_pool, _render_json, entry.name, out, manifest, body, seed, vectors
+            content = await _infer(
+                state, entry, feeds, request, lambda out: _render_json(entry.name, out, manifest, body, seed, vectors)
             )
             media_type, headers = "application/json", None
         else:
-            content = await loop.run_in_executor(
-                state.codec_pool, _render_grid, out, manifest, grid_format, body.quality
+            content = await _infer(
+                state, entry, feeds, request, lambda out: _render_grid(out, manifest, grid_format, body.quality)
             )
             media_type = codecs.MEDIA_TYPES[grid_format]
-            headers = {"X-Image-Count": str(len(out))}
+            headers = {"X-Image-Count": str(count)}
             if seed is not None:
                 headers["X-Seed"] = str(seed)
-        state.metrics.images.labels(entry.name).inc(len(out))
+        state.metrics.images.labels(entry.name).inc(count)
         return Response(content, media_type=media_type, headers=headers)
+
+    app.include_router(media_router)  # POST /super-resolve, POST /translate
 
     @app.get("/models", response_model=ModelsResponse, summary="Served models", responses=error_responses(401))
     async def models() -> ModelsResponse:

@@ -3,9 +3,12 @@
 A request is a *job*: a dict of named input arrays sharing a leading batch axis (rows). The worker
 takes the first waiting job, keeps collecting jobs with the same non-batch input shapes until
 `max_batch_size` rows or `max_batch_delay` after the first job arrived, concatenates them once with
-numpy, runs ONE `session.run` on the model's own thread (so the event loop keeps serving), and
-resolves every job with its slice, in queue order. A job larger than a batch is split across
-consecutive batches and reassembled; several small jobs share one batch.
+numpy, runs ONE `session.run` on one of the model's inference threads (so the event loop keeps
+serving), and resolves every job with its slice, in queue order. A job larger than a batch is split
+across consecutive batches and reassembled; several small jobs share one batch.
+
+`streams` batches may compute at once, each on its own thread (default 1): e.g. two streams of
+single-threaded ONNX Runtime calls on a 2-core host instead of one call spread over both cores.
 
 Bounded by design: the queue holds at most `max_queue_rows` rows and a job that does not fit is
 refused at once (`QueueFull`, a 503 for the client); a job whose deadline passes while it waits is
@@ -14,6 +17,11 @@ its rows at once and is never computed unless its batch had already started.
 
 The hot path does no per-row Python work: per batch, one concatenate per input, one `run`, and one
 slice per job.
+
+A job may carry a `finish` function (e.g. "encode these rows as PNG and build the response body").
+The finish functions of all jobs completed by one batch run as ONE task on the finish executor (the
+app's codec pool), not one thread hand-off per request, and without holding up the worker: the next
+batch computes while the previous one is being encoded.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +44,7 @@ from service.metrics import Metrics
 log = logging.getLogger("service.batching")
 
 RunFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+FinishFn = Callable[[np.ndarray], Any]
 
 
 class BatchingError(Exception):
@@ -67,11 +76,13 @@ class _Job:
     feeds: Mapping[str, np.ndarray]
     rows: int
     key: tuple[Any, ...]
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Any]
     deadline: float
     enqueued: float
+    finish: FinishFn | None = None
     taken: int = 0  # rows handed to batches (or given up); rows - taken are still queued
-    parts: list[np.ndarray] = field(default_factory=list)
+    parts: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first row, rows) of a split job
+    computed: int = 0  # rows of a split job computed so far
 
 
 def _group_key(feeds: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
@@ -92,15 +103,21 @@ class Batcher:
         max_queue_rows: int,
         metrics: Metrics | None = None,
         executor: ThreadPoolExecutor | None = None,
+        finish_executor: Executor | None = None,
+        streams: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_queue_rows < 1 or max_batch_delay_s < 0:
-            raise ValueError("max_batch_size and max_queue_rows must be >= 1, max_batch_delay_s >= 0")
+        if max_batch_size < 1 or max_queue_rows < 1 or max_batch_delay_s < 0 or streams < 1:
+            raise ValueError("max_batch_size, max_queue_rows and streams must be >= 1, max_batch_delay_s >= 0")
         self.name = name
         self._run = run
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_rows = max_queue_rows
-        self.executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        #: Batches computed at the same time (each on its own inference thread).
+        self.streams = streams
+        self.executor = executor or ThreadPoolExecutor(max_workers=streams, thread_name_prefix=f"infer-{name}")
+        #: Where jobs' `finish` functions run (one task per batch); None = on the inference thread.
+        self.finish_executor = finish_executor
         self._pending: deque[_Job] = deque()
         self._queued_rows = 0
         self._idle = True
@@ -108,7 +125,9 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._inflight: list[tuple[_Job, int, int]] = []
+        self._slots: asyncio.Semaphore | None = None
+        self._inflight: list[list[tuple[_Job, int, int]]] = []
+        self._running: set[asyncio.Task[None]] = set()
         #: ONNX Runtime calls made by this batcher (warm-up excluded) and rows they computed.
         self.runs = 0
         self.rows_run = 0
@@ -130,6 +149,7 @@ class Batcher:
         """Start the worker task; call from inside the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.streams)
         self._worker = self._loop.create_task(self._work(), name=f"batcher-{self.name}")
 
     async def close(self) -> None:
@@ -139,7 +159,9 @@ class Batcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-        for job in [j for j, _, _ in self._inflight] + list(self._pending):
+        for task in list(self._running):
+            task.cancel()
+        for job in [j for batch in self._inflight for j, _, _ in batch] + list(self._pending):
             self._abandon(job, BatcherClosed("the service is shutting down"))
         self._pending.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -157,12 +179,15 @@ class Batcher:
         *,
         timeout: float | None = None,
         disconnected: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
-    ) -> np.ndarray:
+        finish: FinishFn | None = None,
+    ) -> Any:
         """Queue `feeds` (all inputs with the same leading row count) and await the output rows.
 
         `timeout` bounds the whole wait (queue + compute). `disconnected` is an ASGI `receive`
-        callable: when it reports `http.disconnect`, the job is dropped. Raises `QueueFull`,
-        `DeadlineExceeded`, `ClientDisconnected`, `BatcherClosed` or `InferenceFailed`.
+        callable: when it reports `http.disconnect`, the job is dropped. With `finish`, the result
+        is `finish(output rows)`, computed on the finish executor (an exception it raises is raised
+        here). Raises `QueueFull`, `DeadlineExceeded`, `ClientDisconnected`, `BatcherClosed` or
+        `InferenceFailed`.
         """
         loop = self._loop
         if loop is None or self._closed:
@@ -179,7 +204,7 @@ class Batcher:
             )
         now = loop.time()
         deadline = now + timeout if timeout is not None else math.inf
-        job = _Job(feeds, rows, _group_key(feeds), loop.create_future(), deadline, now)
+        job = _Job(feeds, rows, _group_key(feeds), loop.create_future(), deadline, now, finish)
         self._pending.append(job)
         self._set_queued(self._queued_rows + rows)
         if self._idle or self._queued_rows >= self.max_batch_size:
@@ -241,8 +266,20 @@ class Batcher:
 
     async def _work(self) -> None:
         loop = self._loop
+        slots = self._slots
+        assert loop is not None and slots is not None
+        while True:
+            await slots.acquire()  # a free inference stream first; jobs keep queueing meanwhile
+            batch = await self._next_batch(loop)
+            self._inflight.append(batch)
+            task = loop.create_task(self._run_guarded(batch), name=f"batch-{self.name}")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[tuple[_Job, int, int]]:
+        """Wait for a first job, then until the batch is full or its delay is over; take it."""
         wakeup = self._wakeup
-        assert loop is not None and wakeup is not None
+        assert wakeup is not None
         while True:
             first = self._first_live()
             if first is None:
@@ -258,17 +295,19 @@ class Batcher:
                 await wakeup.wait()
                 timer.cancel()
             batch = self._take(loop.time())
-            if not batch:
-                continue
-            self._inflight = batch
-            try:
-                await self._run_batch(batch)
-            except Exception:  # a bug here must not kill the worker and hang every later request
-                log.exception("model %r: batching worker error", self.name)
-                for job, _, _ in batch:
-                    self._abandon(job, InferenceFailed(f"model {self.name!r}: internal batching error"))
-            finally:
-                self._inflight = []
+            if batch:
+                return batch
+
+    async def _run_guarded(self, batch: list[tuple[_Job, int, int]]) -> None:
+        try:
+            await self._run_batch(batch)
+        except Exception:  # a bug here must not kill the worker and hang every later request
+            log.exception("model %r: batching worker error", self.name)
+            for job, _, _ in batch:
+                self._abandon(job, InferenceFailed(f"model {self.name!r}: internal batching error"))
+        finally:
+            self._inflight.remove(batch)
+            self._slots.release()  # type: ignore[union-attr]
 
     def _take(self, now: float) -> list[tuple[_Job, int, int]]:
         """Pop up to `max_batch_size` rows of the first live job's shape group, in queue order."""
@@ -332,14 +371,56 @@ class Batcher:
                 self._m_infer.observe(time.perf_counter() - began)
                 self._m_batch.observe(rows)
         offset = 0
+        finishing: list[tuple[_Job, np.ndarray]] = []
         for job, start, stop in batch:
             part = out[offset : offset + stop - start]
             offset += stop - start
             if job.future.done():
                 continue
             if start == 0 and stop == job.rows:
-                job.future.set_result(part)
+                result = part
+            else:  # a split job: its parts may come back from concurrent batches in any order
+                job.parts.append((start, part))
+                job.computed += stop - start
+                if job.computed < job.rows:
+                    continue
+                result = np.concatenate([rows for _, rows in sorted(job.parts, key=lambda p: p[0])])
+            if job.finish is None:
+                job.future.set_result(result)
             else:
-                job.parts.append(part)
-                if stop == job.rows:
-                    job.future.set_result(np.concatenate(job.parts))
+                finishing.append((job, result))
+        if finishing:
+            # One hand-off for the whole batch; not awaited, so the next batch can start computing.
+            task = self._loop.run_in_executor(  # type: ignore[union-attr]
+                self.finish_executor or self.executor, _finish_all, finishing
+            )
+            task.add_done_callback(lambda done: self._resolve_finished(done, finishing))
+
+    def _resolve_finished(
+        self, task: asyncio.Future[list[tuple[_Job, bool, Any]]], items: list[tuple[_Job, np.ndarray]]
+    ) -> None:
+        """Back on the event loop: hand every finished job its value (or its own error)."""
+        if task.cancelled() or task.exception() is not None:  # the executor went away (shutdown)
+            for job, _ in items:
+                self._abandon(job, BatcherClosed(f"model {self.name!r}: the service is shutting down"))
+            return
+        for job, ok, value in task.result():
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+
+def _finish_all(items: list[tuple[_Job, np.ndarray]]) -> list[tuple[_Job, bool, Any]]:
+    """Run each job's finish function (on the finish executor); capture errors per job."""
+    done = []
+    for job, rows in items:
+        if job.future.done():  # abandoned meanwhile (deadline, disconnect): skip the work
+            continue
+        try:
+            done.append((job, True, job.finish(rows)))  # type: ignore[misc]
+        except Exception as exc:  # the job's own failure, raised to its caller
+            done.append((job, False, exc))
+    return done

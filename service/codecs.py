@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from typing import Literal
 
 import numpy as np
@@ -22,15 +24,46 @@ FORMAT_OF_MEDIA_TYPE = {media: fmt for fmt, media in MEDIA_TYPES.items()}
 # zlib level 1: images from a generator barely compress further at higher levels, and encode time
 # is on the serving path.
 _PNG_COMPRESS_LEVEL = 1
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA), 8 bits each
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def to_uint8(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     """Map [N, C, H, W] floats in `value_range` to [N, H, W, C] uint8 (clipped, rounded)."""
     low, high = value_range
     scale = 255.0 / (high - low)
-    scaled = (np.asarray(images, dtype=np.float32) - low) * scale
+    scaled = np.subtract(np.asarray(images, dtype=np.float32), low, dtype=np.float32)  # a fresh array, in place below
+    scaled *= scale
     np.clip(scaled, 0.0, 255.0, out=scaled)
-    return np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """One [H, W, C] uint8 image (C = 1, 3 or 4) as PNG: filter type 0 on every row, zlib level 1.
+
+    Written directly (signature, IHDR, one IDAT, IEND) rather than through Pillow, whose encoder
+    tries every PNG filter on every row: on 64x64 generator output that costs 2-3x the time of
+    the compression itself for files of about the same size (within +-10% on DCGAN samples).
+    """
+    height, width, channels = image.shape
+    rows = np.empty((height, width * channels + 1), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type None
+    rows[:, 1:] = image.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.data, _PNG_COMPRESS_LEVEL)),
+            _PNG_IEND,
+        )
+    )
 
 
 def _pil(image: np.ndarray) -> Image.Image:
@@ -45,6 +78,8 @@ def _pil(image: np.ndarray) -> Image.Image:
 
 def encode(image: np.ndarray, fmt: ImageFormat = "png", quality: int = 90) -> bytes:
     """Encode one [H, W, C] uint8 image."""
+    if fmt == "png" and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in _PNG_COLOR_TYPES:
+        return encode_png(image)
     pil = _pil(image)
     buf = io.BytesIO()
     if fmt == "png":

@@ -81,6 +81,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.output_pixels = Counter(
+            "gan_output_pixels",
+            "Pixels (width x height) of the images /super-resolve returned.",
+            ["model"],
+            registry=r,
+        )
         self.model_ready = Gauge(
             "gan_model_ready",
             "1 once a model is loaded and warmed up.",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +20,7 @@ from typing import Literal
 from service.batching import Batcher
 from service.manifest import MANIFEST_FILENAME, Manifest, ManifestError, Task
 from service.metrics import Metrics
-from service.runtime import ModelLoadError, ModelRuntime, load_runtime
+from service.runtime import CPU, ModelLoadError, ModelRuntime, load_runtime, select_providers
 from service.settings import Settings
 
 log = logging.getLogger("service.registry")
@@ -35,12 +37,35 @@ class ModelEntry:
     manifest: Manifest
     runtime: ModelRuntime
     batcher: Batcher | None = None
+    streams: int = 1
     state: State = "loaded"
     error: str | None = None
 
     @property
     def ready(self) -> bool:
         return self.state == "ready"
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (the affinity mask / container cpuset, not the host's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def inference_threads(settings: Settings) -> tuple[int, int]:
+    """(streams, intra-op threads per call) for each model; 0 threads = ONNX Runtime's default.
+
+    Auto (0) is one stream. With several streams on CPU the cores are split between them (each
+    ONNX Runtime call synchronises fewer threads, and one batch computes while the next one fills);
+    docs/benchmarks.md compares the two layouts.
+    """
+    cpu_only = select_providers(settings.device) == [CPU]
+    cores = cpu_count()
+    streams = settings.inference_streams or 1
+    threads = settings.intra_op_threads or (max(1, cores // streams) if cpu_only and streams > 1 else 0)
+    return streams, threads
 
 
 class ModelRegistry:
@@ -61,6 +86,7 @@ class ModelRegistry:
             raise ModelLoadError(f"{root}: model directory does not exist (set GAN_MODEL_DIR or --model-dir)")
         problems: list[str] = []
         entries: list[ModelEntry] = []
+        streams, intra_op_threads = inference_threads(settings)
         # Hidden directories are skipped: gan-export stages a model in `.<name>.*` and renames it
         # into place, so a service starting mid-export must not pick up the half-written copy.
         for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -73,19 +99,21 @@ class ModelRegistry:
                     directory,
                     manifest,
                     settings.device,
-                    intra_op_threads=settings.intra_op_threads,
+                    intra_op_threads=intra_op_threads,
                     spinning=settings.intra_op_spinning,
                 )
             except (ManifestError, ModelLoadError) as exc:
                 problems.append(str(exc))
                 continue
-            entries.append(ModelEntry(manifest.name, directory, manifest, runtime))
+            entries.append(ModelEntry(manifest.name, directory, manifest, runtime, streams=streams))
             log.info(
-                "loaded %s (%s, %s) on %s",
+                "loaded %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
                 manifest.name,
                 manifest.task,
                 manifest.architecture,
                 runtime.providers,
+                streams,
+                intra_op_threads or "default",
             )
         names = [entry.name for entry in entries]
         for name in sorted({n for n in names if names.count(n) > 1}):
@@ -114,8 +142,10 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, metrics: Metrics | None = None) -> None:
-        """Create each model's batcher (inside the running event loop) and publish model info."""
+    def start(self, metrics: Metrics | None = None, finish_executor: Executor | None = None) -> None:
+        """Create each model's batcher (inside the running event loop) and publish model info.
+
+        `finish_executor` runs the per-request response building (the app's codec pool)."""
         s = self.settings
         self._metrics = metrics
         for entry in self.entries.values():
@@ -126,6 +156,8 @@ class ModelRegistry:
                 max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
                 max_queue_rows=s.max_queue_size,
                 metrics=metrics,
+                finish_executor=finish_executor,
+                streams=entry.streams,
             )
             entry.batcher.start()
             if metrics is not None:

@@ -165,15 +165,8 @@ def _check_manifest_io(manifest: Manifest, where: str) -> None:
         raise ModelLoadError(f"{where}: the manifest declares no outputs")
 
 
-def load_runtime(
-    directory: Path, manifest: Manifest, device: str, intra_op_threads: int = 0, spinning: bool = False
-) -> ModelRuntime:
-    """Create and validate the session for `directory/model.onnx`; raise ModelLoadError on any problem."""
-    path = Path(directory) / MODEL_FILENAME
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: missing (the manifest is there but the ONNX file is not)")
-    _check_manifest_io(manifest, str(path.parent / "manifest.json"))
-    requested = select_providers(device)
+def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.SessionOptions:
+    """The ONNX Runtime options of every served model (bench/raw_ort.py measures with these too)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -183,6 +176,19 @@ def load_runtime(
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+    return options
+
+
+def load_runtime(
+    directory: Path, manifest: Manifest, device: str, intra_op_threads: int = 0, spinning: bool = False
+) -> ModelRuntime:
+    """Create and validate the session for `directory/model.onnx`; raise ModelLoadError on any problem."""
+    path = Path(directory) / MODEL_FILENAME
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: missing (the manifest is there but the ONNX file is not)")
+    _check_manifest_io(manifest, str(path.parent / "manifest.json"))
+    requested = select_providers(device)
+    options = session_options(intra_op_threads, spinning)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
     except Exception as exc:  # ORT raises several private exception types for bad files

@@ -44,12 +44,23 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="TCP port to bind.")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = Field(True, description="Log one line per request (uvicorn access log).")
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = its default.")
+    inference_streams: int = Field(
+        0, ge=0, description="Batches computed at once per model (each on its own thread); 0 = auto (1)."
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads per call; 0 = auto (CPU cores / streams on CPU)."
+    )
     intra_op_spinning: bool = Field(
         False, description="Let ONNX Runtime's idle pool threads spin (faster on a dedicated many-core host)."
     )
     codec_threads: int = Field(2, ge=1, description="Threads that encode images off the event loop.")
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 responses.")
+    sr_tile_size: int = Field(
+        128, ge=8, description="Side (input pixels) of the square tiles /super-resolve splits larger images into."
+    )
+    sr_tile_overlap: int = Field(
+        16, ge=0, description="Context pixels around each tile's kept centre; must be < sr_tile_size / 2."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -71,5 +82,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"max_images_per_request ({self.max_images_per_request}) must not exceed "
                 f"max_queue_size ({self.max_queue_size})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tiles_keep_a_centre(self) -> Settings:
+        # Each tile keeps sr_tile_size - 2 * sr_tile_overlap pixels; zero or less would never finish.
+        if 2 * self.sr_tile_overlap >= self.sr_tile_size:
+            raise ValueError(
+                f"sr_tile_overlap ({self.sr_tile_overlap}) must be less than half of sr_tile_size ({self.sr_tile_size})"
             )
         return self

@@ -34,7 +34,10 @@ Start = Callable[..., LiveServer]
 
 
 def serve(start: Start, repo: Path, gate: bool = False, **overrides: Any) -> tuple[LiveServer, Gate | None]:
-    """Start a server on `repo`; with `gate`, the `tiny` model's inference can be held."""
+    """Start a server on `repo`; with `gate`, the `tiny` model's inference can be held (one
+    inference stream, so holding it holds every batch)."""
+    if gate:
+        overrides.setdefault("inference_streams", 1)
     settings = Settings(model_dir=repo, **overrides)
     registry = ModelRegistry.load(settings)
     holder = None

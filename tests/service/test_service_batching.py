@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -249,3 +250,65 @@ def test_multi_input_jobs_concatenate_every_input() -> None:
 
     run(main)
     assert seen == [(4, 2)]
+
+
+def test_two_streams_compute_two_batches_at_once_and_reassemble_split_jobs() -> None:
+    """With streams=2 a second batch starts while the first is held; a job split over both comes
+    back in row order even when its second part finishes first."""
+    first_in = threading.Event()
+    hold_first = threading.Event()
+    calls: list[int] = []
+
+    def model(feeds: dict[str, np.ndarray]) -> np.ndarray:
+        x = feeds["x"]
+        calls.append(len(x))
+        if len(calls) == 1:
+            first_in.set()
+            assert hold_first.wait(10)  # the first batch finishes last
+        return x * 2
+
+    async def main() -> None:
+        batcher = Batcher("m", model, max_batch_size=8, max_batch_delay_s=0.0, max_queue_rows=64, streams=2)
+        batcher.start()
+        big = rows(0, 12)  # 8 rows in the held batch, 4 in the next one
+        task = asyncio.ensure_future(batcher.infer(big))
+        await until(lambda: len(calls) == 2)  # the second batch ran although the first is held
+        assert first_in.is_set() and not task.done()
+        hold_first.set()
+        np.testing.assert_array_equal(await task, big["x"] * 2)
+        await batcher.close()
+
+    run(main)
+    assert calls == [8, 4]
+
+
+def test_finish_runs_once_per_batch_on_the_finish_executor() -> None:
+    model = Recorder()
+    finish_threads: list[str] = []
+    handoffs: list[str] = []
+
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            handoffs.append(fn.__name__)
+            return super().submit(fn, *args, **kwargs)
+
+    def finish(out: np.ndarray) -> bytes:
+        finish_threads.append(threading.current_thread().name)
+        if out[0, 0] < 0:
+            raise ValueError("cannot encode")
+        return out.tobytes()
+
+    async def main() -> None:
+        pool = CountingPool(1, thread_name_prefix="codec")
+        batcher = make(model, max_batch_delay_s=0.2, finish_executor=pool)
+        inputs = [rows(i * 10, 1) for i in range(4)] + [{"x": -np.ones((1, 3), np.float32)}]
+        results = await asyncio.gather(*(batcher.infer(f, finish=finish) for f in inputs), return_exceptions=True)
+        for feeds, result in zip(inputs[:4], results[:4], strict=True):
+            assert result == (feeds["x"] * 2).tobytes()
+        assert isinstance(results[4], ValueError)  # only the job whose finish failed
+        await batcher.close()
+        pool.shutdown()
+
+    run(main)
+    assert len(model.batches) == 1 and handoffs == ["_finish_all"]
+    assert len(finish_threads) == 5 and all(name.startswith("codec") for name in finish_threads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 
 from service import codecs, latents
 from service.app import create_app
@@ -56,6 +58,12 @@ def test_encode_decode_and_grid() -> None:
     np.testing.assert_array_equal(codecs.decode(codecs.encode(rgb[0], "png")), rgb[0])
     gray = rgb[:, :, :, :1]
     np.testing.assert_array_equal(codecs.decode(codecs.encode(gray[0], "png")), gray[0])
+    rgba = rng.integers(0, 256, (6, 7, 4), dtype=np.uint8)
+    with Image.open(io.BytesIO(codecs.encode(rgba, "png"))) as png:  # CRCs checked by Pillow
+        assert png.mode == "RGBA"
+        np.testing.assert_array_equal(np.asarray(png), rgba)
+    view = rgb.transpose(0, 2, 1, 3)[1]  # a non-contiguous view encodes like its copy
+    assert codecs.encode(view, "png") == codecs.encode(np.ascontiguousarray(view), "png")
     assert codecs.decode(codecs.encode(rgb[0], "jpeg")).shape == (6, 7, 3)
     assert codecs.decode(codecs.encode(rgb[0], "webp")).shape == (6, 7, 3)
     tiled = codecs.grid(rgb, padding=1)  # 5 images -> 3 columns x 2 rows
