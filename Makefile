@@ -28,6 +28,8 @@ demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
 
 clean:
