@@ -15,4 +15,5 @@ if ! python -c "import litserve" 2>/dev/null; then
     exit 2
 fi
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
-exec python bench/bench_generate.py "$@"
+python bench/bench_generate.py "$@"
+python bench/train_speed.py
