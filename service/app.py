@@ -28,17 +28,11 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from service import codecs, latents
-from service.batching import (
-    BatcherClosed,
-    ClientDisconnected,
-    DeadlineExceeded,
-    InferenceFailed,
-    QueueFull,
-)
+from service.dispatch import batching_errors_as_http, resolve_model, retry_after
 from service.errors import ApiError, error_response, error_responses, install_error_handlers
-from service.manifest import Manifest, Task
+from service.manifest import Manifest
 from service.metrics import CONTENT_TYPE, Metrics
-from service.middleware import MODEL_SCOPE_KEY, OPEN_PATHS, ServiceMiddleware
+from service.middleware import OPEN_PATHS, ServiceMiddleware
 from service.registry import ModelEntry, ModelRegistry
 from service.routes_media import router as media_router
 from service.schemas import (
@@ -70,31 +64,6 @@ class ServiceState:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _retry_after(state: ServiceState) -> dict[str, str]:
-    return {"Retry-After": str(state.settings.retry_after_s)}
-
-
-def _resolve(state: ServiceState, name: str | None, task: Task, request: Request) -> ModelEntry:
-    registry = state.registry
-    entry = registry.get(name, task) if registry is not None else None
-    if entry is None:
-        if name is None:
-            raise ApiError(404, "model_not_found", f"no {task} model is being served")
-        raise ApiError(404, "model_not_found", f"no model named {name!r} (see GET /models)")
-    request.scope[MODEL_SCOPE_KEY] = entry.name
-    if entry.manifest.task != task:
-        raise ApiError(400, "wrong_task", f"model {entry.name!r} is a {entry.manifest.task} model, not {task}")
-    if not entry.ready or entry.batcher is None:
-        state.metrics.rejections.labels(entry.name, "not_ready").inc()
-        raise ApiError(
-            503,
-            "not_ready",
-            f"model {entry.name!r} is {entry.error or entry.state}; retry shortly",
-            _retry_after(state),
-        )
-    return entry
 
 
 def _endpoint_latent(source: LatentSource, manifest: Manifest) -> np.ndarray:
@@ -217,24 +186,10 @@ async def _infer(
     """Queue on the model's batcher (`finish` turns the output rows into the response body on the
     codec pool, once per batch for all its requests); map batching outcomes to HTTP errors."""
     assert entry.batcher is not None
-    try:
+    with batching_errors_as_http(state):
         return await entry.batcher.infer(
             feeds, timeout=state.settings.request_timeout_s, disconnected=request.receive, finish=finish
         )
-    except QueueFull as exc:
-        raise ApiError(503, "overloaded", str(exc), _retry_after(state)) from None
-    except DeadlineExceeded:
-        raise ApiError(
-            504,
-            "deadline_exceeded",
-            f"no result within the request timeout of {state.settings.request_timeout_s:g} s",
-        ) from None
-    except ClientDisconnected:
-        raise ApiError(499, "client_disconnected", "the client closed the connection") from None
-    except BatcherClosed as exc:
-        raise ApiError(503, "shutting_down", str(exc), _retry_after(state)) from None
-    except InferenceFailed as exc:
-        raise ApiError(500, "inference_failed", str(exc)) from None
 
 
 def _model_info(entry: ModelEntry) -> ModelInfo:
@@ -327,7 +282,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         body: GenerateRequest = Body(openapi_examples=GENERATE_EXAMPLES),  # type: ignore[arg-type]
     ) -> Response:
         """Random images (optionally seeded), images of explicit latent vectors, or a latent walk."""
-        entry = _resolve(state, body.model, "generate", request)
+        entry = resolve_model(state, body.model, "generate", request)
         manifest = entry.manifest
         grid_format = _negotiate(request.headers.get("accept"), body.format)
         vectors, seed = _build_latents(body, manifest, settings.max_images_per_request)
@@ -369,7 +324,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         registry = state.registry
         if registry is None or not registry.ready:
             reasons = registry.not_ready_reasons() if registry else ["model registry not loaded"]
-            return error_response(503, "not_ready", "; ".join(reasons) or "no models", _retry_after(state))
+            return error_response(503, "not_ready", "; ".join(reasons) or "no models", retry_after(state))
         return JSONResponse({"status": "ready", "models": {n: e.state for n, e in registry.entries.items()}})
 
     @app.get(

@@ -26,9 +26,10 @@ from fastapi.responses import Response
 
 from service import codecs
 from service import translate as tr
-from service.batching import BatcherClosed, ClientDisconnected, DeadlineExceeded, InferenceFailed, QueueFull
+from service.batching import ClientDisconnected, DeadlineExceeded
+from service.dispatch import batching_errors_as_http, resolve_model
 from service.errors import ApiError, error_responses
-from service.manifest import Manifest, Task
+from service.manifest import Manifest
 from service.media_schemas import (
     IMAGE_RESPONSE_CONTENT,
     SUPER_RESOLVE_OPENAPI,
@@ -38,7 +39,6 @@ from service.media_schemas import (
     TranslateResponse,
     parse_options,
 )
-from service.middleware import MODEL_SCOPE_KEY
 from service.registry import ModelEntry
 from service.super_resolve import SuperResolveWork
 from service.uploads import decode_image, read_upload
@@ -54,28 +54,6 @@ _EXTRA_CHUNKS_IN_FLIGHT = 1
 
 def _state(request: Request) -> ServiceState:
     return request.app.state.service  # type: ignore[no-any-return]
-
-
-def resolve(state: ServiceState, name: str | None, task: Task, request: Request) -> ModelEntry:
-    """The ready model to serve (same rules and errors as /generate's lookup in service.app)."""
-    registry = state.registry
-    entry = registry.get(name, task) if registry is not None else None
-    if entry is None:
-        if name is None:
-            raise ApiError(404, "model_not_found", f"no {task} model is being served")
-        raise ApiError(404, "model_not_found", f"no model named {name!r} (see GET /models)")
-    request.scope[MODEL_SCOPE_KEY] = entry.name
-    if entry.manifest.task != task:
-        raise ApiError(400, "wrong_task", f"model {entry.name!r} is a {entry.manifest.task} model, not {task}")
-    if not entry.ready or entry.batcher is None:
-        state.metrics.rejections.labels(entry.name, "not_ready").inc()
-        raise ApiError(
-            503,
-            "not_ready",
-            f"model {entry.name!r} is {entry.error or entry.state}; retry shortly",
-            {"Retry-After": str(state.settings.retry_after_s)},
-        )
-    return entry
 
 
 async def _until_disconnect(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
@@ -122,21 +100,12 @@ async def infer_rows(
     work = asyncio.gather(*tasks)
     watcher = loop.create_task(_until_disconnect(request.receive))
     try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            state.metrics.rejections.labels(entry.name, "client_disconnected").inc()
-            raise ClientDisconnected("client disconnected")
-        return work.result()
-    except QueueFull as exc:
-        raise ApiError(503, "overloaded", str(exc), {"Retry-After": str(state.settings.retry_after_s)}) from None
-    except DeadlineExceeded:
-        raise ApiError(504, "deadline_exceeded", f"no result within the request timeout of {timeout:g} s") from None
-    except ClientDisconnected:
-        raise ApiError(499, "client_disconnected", "the client closed the connection") from None
-    except BatcherClosed as exc:
-        raise ApiError(503, "shutting_down", str(exc), {"Retry-After": str(state.settings.retry_after_s)}) from None
-    except InferenceFailed as exc:
-        raise ApiError(500, "inference_failed", str(exc)) from None
+        with batching_errors_as_http(state):
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                state.metrics.rejections.labels(entry.name, "client_disconnected").inc()
+                raise ClientDisconnected("client disconnected")
+            return work.result()
     except RuntimeError as exc:  # a model whose output does not match its manifest (see SuperResolveWork.place)
         raise ApiError(500, "inference_failed", f"model {entry.name!r}: {exc}") from None
     finally:
@@ -173,7 +142,7 @@ async def super_resolve(request: Request) -> Response:
     settings = state.settings
     upload = await read_upload(request, settings.max_upload_bytes)
     options: SuperResolveOptions = parse_options(SuperResolveOptions, upload.fields)
-    entry = resolve(state, options.model, "super_resolve", request)
+    entry = resolve_model(state, options.model, "super_resolve", request)
     manifest = entry.manifest
     assert manifest.scale is not None
     name = manifest.inputs[0].name
@@ -265,7 +234,7 @@ async def translate(request: Request) -> Response:
     settings = state.settings
     upload = await read_upload(request, settings.max_upload_bytes)
     options: TranslateOptions = parse_options(TranslateOptions, upload.fields)
-    entry = resolve(state, options.model, "translate", request)
+    entry = resolve_model(state, options.model, "translate", request)
     manifest = entry.manifest
     targets = _target_sets(options)
     if len(targets) > settings.max_images_per_request:
