@@ -8,19 +8,24 @@ PORT=${GAN_PORT:-8000}
 mkdir -p "$OUT"
 start=$(date +%s)
 
-echo "== DCGAN on shapes, 32x32"
-gan-train dcgan --data shapes --image-size 32 --ngf 32 --ndf 32 --steps 800 \
-    --sample-every 200 --checkpoint-every 400 --out "$OUT/runs/dcgan"
-echo "== LSGAN on shapes, 32x32"
+echo "== DCGAN on shapes, 32x32 (reference widths)"
+gan-train dcgan --data shapes --image-size 32 --steps 1200 \
+    --sample-every 300 --checkpoint-every 600 --out "$OUT/runs/dcgan"
+echo "== LSGAN on shapes, 32x32 (paper layout, reduced widths)"
 gan-train lsgan --data shapes --image-size 32 --ngf 64 --ndf 32 --steps 800 \
     --sample-every 200 --checkpoint-every 400 --out "$OUT/runs/lsgan"
+echo "== PGGAN on shapes, grown 4x4 -> 32x32 (reduced widths, short phases)"
+gan-train pggan --data shapes --image-size 32 --fmap-base 128 --fmap-max 32 --latent-dim 64 --batch-size 16 \
+    --fade-images 3200 --stable-images 6400 --ema-beta 0.99 --steps 2200 \
+    --sample-every 400 --checkpoint-every 1100 --out "$OUT/runs/pggan"
 
 echo "== export to ONNX (verified against PyTorch)"
-gan-export "$OUT/runs/dcgan" --out "$OUT/models" --name dcgan
-gan-export "$OUT/runs/lsgan" --out "$OUT/models" --name lsgan
+for arch in dcgan lsgan pggan; do
+    gan-export "$OUT/runs/$arch" --out "$OUT/models" --name "$arch"
+done
 
 echo "== sample grids"
-for arch in dcgan lsgan; do
+for arch in dcgan lsgan pggan; do
     ls -1 "$OUT/runs/$arch/samples/" | tail -n 1 | sed "s|^|  $OUT/runs/$arch/samples/|"
 done
 echo "demo trained and exported in $(( $(date +%s) - start )) s"
