@@ -19,8 +19,14 @@ gan-train pggan --data shapes --image-size 32 --fmap-base 128 --fmap-max 32 --la
     --fade-images 3200 --stable-images 6400 --ema-beta 0.99 --steps 2200 \
     --sample-every 400 --checkpoint-every 1100 --out "$OUT/runs/pggan"
 
+echo "== StarGAN on shapes: translate the shape's colour (32x32, reduced widths)"
+gan-train stargan --data shapes:2000 --image-size 32 --g-conv-dim 16 --d-conv-dim 16 --g-repeat-num 3 \
+    --steps 1200 --num-iters 1200 --num-iters-decay 200 --eval-every 1200 --eval-images 200 \
+    --sample-every 600 --checkpoint-every 1200 --out "$OUT/runs/stargan"
+gan-eval-stargan "$OUT/runs/stargan" --png "$OUT/stargan_translation.png" --png-images 1
+
 echo "== export to ONNX (verified against PyTorch)"
-for arch in dcgan lsgan pggan; do
+for arch in dcgan lsgan pggan stargan; do
     gan-export "$OUT/runs/$arch" --out "$OUT/models" --name "$arch"
 done
 

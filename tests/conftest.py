@@ -10,6 +10,13 @@ TINY_CONFIGS = {
     # grows 4 -> 8 -> 16 in 8 steps of 8 images: 4x4 for 2 steps, each later resolution 2 fading + 2 stable
     "pggan": {"image_size": 16, "fmap_base": 64, "fmap_max": 16, "latent_dim": 16, "batch_size": 8,
               "fade_images": 16, "stable_images": 16},
+    # 16x16, three colour domains, G updated every 2nd step so that 4 steps move G twice
+    "stargan": {"image_size": 16, "g_conv_dim": 8, "d_conv_dim": 8, "g_repeat_num": 1, "batch_size": 8, "n_critic": 2,
+                "attributes": "colour_red,colour_green,colour_blue", "eval_images": 24, "classifier_steps": 20},
+    # x4 from 8x8 LR crops of 32x32 HR crops; srgan with the MSE content loss (VGG54 needs a weights file)
+    "srresnet": {"blocks": 2, "channels": 8, "crop_size": 32, "batch_size": 4},
+    "srgan": {"blocks": 2, "channels": 8, "crop_size": 32, "batch_size": 4, "ndf": 8, "d_dense": 16,
+              "content_loss": "mse"},
 }
 
 

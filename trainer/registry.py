@@ -15,10 +15,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from trainer.data import build_dataset
+from trainer.data.labelled import build_labelled_dataset
+from trainer.data.super_resolution import build_sr_dataset
 from trainer.export_spec import ExportSpec, latent_generator_spec
 from trainer.losses import build_loss
-from trainer.models import dcgan, lsgan, pggan
+from trainer.models import dcgan, lsgan, pggan, srgan, stargan
+from trainer.training import translation
 from trainer.training.progressive import GrowthSchedule, ProgressiveGAN
+from trainer.training.super_resolution import build_srgan, build_srresnet
 from trainer.training.unconditional import UnconditionalGAN
 
 
@@ -128,6 +132,39 @@ ARCHITECTURES: dict[str, Architecture] = {
         build_algorithm=_progressive,
         export_spec=_grown_spec,
         served_generator_key="generator_ema",
+    ),
+    "stargan": Architecture(
+        name="stargan",
+        task="translate",
+        summary="StarGAN (Choi et al. 2018): multi-domain image-to-image translation over binary attributes; "
+        "--data shapes[:N] | celeba:ROOT | csv:IMAGES_DIR,ATTRS.csv",
+        config_cls=stargan.StarGANConfig,
+        build_generator=stargan.build_generator,
+        build_algorithm=translation.build_algorithm,
+        export_spec=stargan.export_spec,
+        build_dataset=build_labelled_dataset,
+    ),
+    "srresnet": Architecture(
+        name="srresnet",
+        task="super_resolve",
+        summary="SRResNet (Ledig et al. 2017), SRGAN stage 1: x4 super-resolution trained with pixel MSE; "
+        "--data photos | folder:HR_IMAGES | shapes[:N]",
+        config_cls=srgan.SRResNetConfig,
+        build_generator=srgan.build_generator,
+        build_algorithm=build_srresnet,
+        export_spec=srgan.export_spec,
+        build_dataset=build_sr_dataset,
+    ),
+    "srgan": Architecture(
+        name="srgan",
+        task="super_resolve",
+        summary="SRGAN (Ledig et al. 2017), stage 2: from an srresnet run (--init-from), content (vgg54 | mse) "
+        "+ 1e-3 x adversarial loss; --data photos | folder:HR_IMAGES | shapes[:N]",
+        config_cls=srgan.SRGANConfig,
+        build_generator=srgan.build_generator,
+        build_algorithm=build_srgan,
+        export_spec=srgan.export_spec,
+        build_dataset=build_sr_dataset,
     ),
 }
 

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.onnx_export import export_checkpoint
+from service.manifest import Manifest
+from tests.conftest import train_tiny
+from trainer import sr_eval
+from trainer.registry import get_architecture
+from trainer.training.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny trained SRResNet (BatchNorm statistics moved off their initial values) and its export."""
+    root = tmp_path_factory.mktemp("sr")
+    run = train_tiny("srresnet", root / "run", steps=4)
+    result = export_checkpoint(run.out, root / "repo", name="sr")
+    return run.out, result.directory
+
+
+def served_generator(run_dir):
+    state = load_checkpoint(run_dir)
+    arch = get_architecture(state["arch"])
+    generator = arch.build_generator(arch.make_config(state["config"]))
+    generator.load_state_dict(state[arch.served_generator_key])
+    return generator.eval()
+
+
+def test_manifest_describes_a_x4_super_resolve_model(exported):
+    _, model_dir = exported
+    manifest = Manifest.read(model_dir)
+    assert manifest.task == "super_resolve" and manifest.architecture == "srresnet"
+    assert manifest.scale == 4 and manifest.image_size is None and manifest.channels == 3
+    assert manifest.input_range == (0.0, 1.0) and manifest.output_range == (-1.0, 1.0)
+    assert manifest.inputs[0].name == "image" and manifest.inputs[0].shape == [None, 3, None, None]
+    assert manifest.outputs[0].name == "output" and manifest.outputs[0].shape == [None, 3, None, None]
+    assert manifest.parity_max_abs_error <= manifest.parity_tolerance == 1e-4
+    assert manifest.extra["blocks"] == 2 and manifest.extra["channels"] == 8
+
+
+def test_graph_is_dynamic_in_batch_height_and_width(exported):
+    model = onnx.load(str(exported[1] / "model.onnx"))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dims = value.type.tensor_type.shape.dim
+        assert [bool(d.dim_param) for d in dims] == [True, False, True, True]
+        assert dims[1].dim_value == 3
+    for node in model.graph.node:  # BatchNorm exported in inference mode (running statistics)
+        if node.op_type == "BatchNormalization":
+            assert all(a.i == 0 for a in node.attribute if a.name == "training_mode")
+
+
+@pytest.mark.parametrize(("batch", "height", "width"), [(1, 8, 8), (2, 13, 21), (3, 32, 17), (1, 48, 40)])
+def test_onnx_matches_pytorch_at_several_sizes(exported, batch, height, width):
+    run_dir, model_dir = exported
+    generator = served_generator(run_dir)
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    lr = torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(height))
+    with torch.no_grad():
+        expected = generator(lr).numpy()
+    (actual,) = session.run(None, {"image": lr.numpy()})
+    assert actual.shape == (batch, 3, 4 * height, 4 * width)
+    np.testing.assert_allclose(actual, expected, atol=1e-4)
+
+
+def test_an_image_does_not_depend_on_its_batch(exported):
+    session = ort.InferenceSession(str(exported[1] / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, 12, 12), dtype=np.float32)
+    (alone,) = session.run(None, {"image": x})
+    (together,) = session.run(None, {"image": np.concatenate([x, rng.random((4, 3, 12, 12), dtype=np.float32)])})
+    np.testing.assert_allclose(together[:1], alone, atol=1e-5)
+
+
+def test_eval_command_scores_checkpoint_and_onnx_alike(exported, tmp_path, capsys):
+    run_dir, model_dir = exported
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    from PIL import Image
+
+    for i, (w, h) in enumerate([(64, 48), (50, 70)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    results = {}
+    for name, model in (("checkpoint", run_dir), ("onnx", model_dir)):
+        code = sr_eval.main([str(model), "--data", f"folder:{folder}", "--side-by-side", str(tmp_path / f"{name}.png")])
+        assert code == 0
+        results[name] = json.loads(capsys.readouterr().out)
+    assert results["checkpoint"]["images"] == 2 and results["checkpoint"]["border"] == 4
+    assert results["checkpoint"]["psnr_y"] == pytest.approx(results["onnx"]["psnr_y"], abs=0.05)
+    assert results["checkpoint"]["bicubic_psnr_y"] == results["onnx"]["bicubic_psnr_y"]
+    assert (tmp_path / "onnx.png").is_file()
+    assert sr_eval.main([str(tmp_path / "nowhere"), "--data", f"folder:{folder}"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
