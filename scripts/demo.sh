@@ -25,16 +25,25 @@ gan-train stargan --data shapes:2000 --image-size 32 --g-conv-dim 16 --d-conv-di
     --sample-every 600 --checkpoint-every 1200 --out "$OUT/runs/stargan"
 gan-eval-stargan "$OUT/runs/stargan" --png "$OUT/stargan_translation.png" --png-images 1
 
+echo "== SRResNet x4 on the photographs bundled with scikit-image/scikit-learn (short: shows the pipeline)"
+gan-train srresnet --data photos --blocks 4 --channels 32 --crop-size 64 --lr 1e-3 --lr-drop-step 200 \
+    --steps 300 --eval-every 150 --sample-every 150 --checkpoint-every 300 --out "$OUT/runs/srresnet"
+
 echo "== export to ONNX (verified against PyTorch)"
-for arch in dcgan lsgan pggan stargan; do
+for arch in dcgan lsgan pggan stargan srresnet; do
     gan-export "$OUT/runs/$arch" --out "$OUT/models" --name "$arch"
 done
+gan-eval-sr "$OUT/models/srresnet" --data photos --side-by-side "$OUT/srresnet_side_by_side.png"
 
 echo "== sample grids"
-for arch in dcgan lsgan pggan; do
+for arch in dcgan lsgan pggan stargan; do
     ls -1 "$OUT/runs/$arch/samples/" | tail -n 1 | sed "s|^|  $OUT/runs/$arch/samples/|"
 done
 echo "demo trained and exported in $(( $(date +%s) - start )) s"
+
+# one real image of the built-in data set, to send to /translate
+python -c "from PIL import Image; from trainer.data.shapes import render, sample_parameters; \
+Image.fromarray(render(sample_parameters(0, 3), 128)).save('$OUT/shape.png')"
 
 if [ "${DEMO_SERVE:-1}" = "0" ]; then
     exit 0
@@ -44,6 +53,9 @@ cat <<MSG
 Try, once it says it is ready:
   curl -s -X POST http://127.0.0.1:$PORT/generate -H 'Content-Type: application/json' \\
        -H 'Accept: image/png' -d '{"model": "dcgan", "num_images": 16, "seed": 42}' -o grid.png
+  curl -s -X POST http://127.0.0.1:$PORT/translate -F image=@$OUT/shape.png -F attributes=colour_blue \\
+       -o translated.png      # any PNG/JPEG/WebP works; it is resized and centre-cropped to the model's size
+  curl -s -X POST http://127.0.0.1:$PORT/super-resolve -F image=@grid.png -o grid_x4.png
   curl -s http://127.0.0.1:$PORT/models
   curl -s http://127.0.0.1:$PORT/metrics | grep '^gan_'
 MSG
