@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_CONFIGS as TINY
+from tests.trainer.resume_check import assert_same_state
 from trainer import cli
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import load_checkpoint
@@ -25,31 +26,8 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def flat_state(checkpoint):
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            out[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-        elif value is not None:
-            out[prefix] = value
-
-    for key in ("generator", "discriminator", "optimizer_g", "optimizer_d", "sr_updates", "sr_preview"):
-        if key in checkpoint:
-            walk(key, checkpoint[key])
-    return out
 
 
-def assert_same_state(a, b):
-    assert a.keys() == b.keys()
-    different = [k for k in a if not (torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k])]
-    assert not different, f"resumed run differs in {different[:5]}"
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +97,7 @@ def test_resume_continues_bit_for_bit(arch, stage1, tmp_path):
         shutil.rmtree(tmp_path / "init")  # a resumed stage 2 takes G from its own checkpoint
     sr_run(arch, tmp_path / "split", steps=8, resume=True, **extra).train()
     straight, split = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split")
-    assert_same_state(flat_state(straight), flat_state(split))
+    assert_same_state(straight, split)
 
     def logged(run_dir):
         return [{k: v for k, v in r.items() if k not in ("time", "images_per_s")} for r in records(run_dir)]

@@ -3,6 +3,7 @@ import json
 import torch
 
 from tests.conftest import TINY_CONFIGS as TINY
+from tests.trainer.resume_check import assert_same_state
 from trainer import cli
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import load_checkpoint
@@ -16,22 +17,6 @@ def tiny_run(out, steps, resume=False, eval_every=0, **config):
     return Run("stargan", get_architecture("stargan").make_config(values), options)
 
 
-def flat_state(checkpoint):
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            out[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-
-    for key in ("generator", "discriminator", "optimizer_g", "optimizer_d", "noise_rng", "translation"):
-        walk(key, checkpoint[key])
-    return out
 
 
 def test_training_moves_both_networks_logs_terms_and_samples(tmp_path):
@@ -63,11 +48,7 @@ def test_resume_continues_bit_for_bit_and_evaluation_does_not_disturb_training(t
     tiny_run(tmp_path / "straight", steps=20, eval_every=5).train()
     tiny_run(tmp_path / "split", steps=10).train()
     tiny_run(tmp_path / "split", steps=20, resume=True).train()
-    straight = flat_state(load_checkpoint(tmp_path / "straight"))
-    split = flat_state(load_checkpoint(tmp_path / "split"))
-    assert straight.keys() == split.keys()
-    different = [k for k in straight if not torch.equal(straight[k], split[k])]
-    assert not different, f"resumed run differs in {different[:5]}"
+    assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
 
     def losses(path):
         records = map(json.loads, (path / "metrics.jsonl").read_text().splitlines())

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_CONFIGS as TINY
+from tests.trainer.resume_check import assert_same_state
 from trainer import cli
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import load_checkpoint
@@ -17,23 +18,6 @@ def tiny_run(arch, out, steps, resume=False, **config):
     return Run(arch, get_architecture(arch).make_config(values), options)
 
 
-def flat_state(checkpoint):
-    """Every tensor in G, D and both optimizers, keyed by path."""
-    out = {}
-
-    def walk(prefix, value):
-        if isinstance(value, torch.Tensor):
-            out[prefix] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", v)
-        elif isinstance(value, (list, tuple)):
-            for i, v in enumerate(value):
-                walk(f"{prefix}.{i}", v)
-
-    for key in ("generator", "discriminator", "optimizer_g", "optimizer_d", "noise_rng"):
-        walk(key, checkpoint[key])
-    return out
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "lsgan"])
@@ -62,11 +46,7 @@ def test_resume_continues_bit_for_bit(arch, tmp_path):
     tiny_run(arch, tmp_path / "straight", steps=20).train()
     tiny_run(arch, tmp_path / "split", steps=10).train()
     tiny_run(arch, tmp_path / "split", steps=20, resume=True).train()
-    straight = flat_state(load_checkpoint(tmp_path / "straight"))
-    split = flat_state(load_checkpoint(tmp_path / "split"))
-    assert straight.keys() == split.keys()
-    different = [k for k in straight if not torch.equal(straight[k], split[k])]
-    assert not different, f"resumed run differs in {different[:5]}"
+    assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
     logged = [json.loads(x)["loss_d"] for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     resumed = [json.loads(x)["loss_d"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     assert logged == resumed
