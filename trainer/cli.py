@@ -27,7 +27,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     common = parser.add_argument_group("run")
     defaults = TrainOptions()
     common.add_argument("--data", default=defaults.data,
-                        help="data set: 'shapes' (built in), 'shapes:N' (N images) or 'folder:PATH'")
+                        help="data set: 'shapes' (built in), 'shapes:N' (N images), 'folder:PATH'; super-resolution "
+                        "also 'photos' (bundled photographs); stargan also 'celeba:ROOT', 'csv:IMAGES_DIR,ATTRS.csv'")
     common.add_argument("--steps", type=int, default=defaults.steps, help="train until this many steps in total")
     common.add_argument("--out", default=None, help="run folder (default: runs/ARCH)")
     common.add_argument("--seed", type=int, default=defaults.seed, help="seed for data order, weights and noise")
