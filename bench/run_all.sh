@@ -17,3 +17,4 @@ fi
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 python bench/bench_generate.py "$@"
 python bench/train_speed.py
+python bench/bench_super_resolve.py
