@@ -89,3 +89,14 @@ def test_cli_trains_and_reports_errors_cleanly(tmp_path, capsys):
     assert "no images" in capsys.readouterr().err
     code = cli.main(["lsgan", "--steps", "1", "--out", str(tmp_path / "nothing"), "--resume"])
     assert code == 2
+
+
+def test_amp_is_bfloat16_autocast_on_cuda_only():
+    from contextlib import nullcontext
+
+    from trainer.training.precision import training_autocast
+
+    assert isinstance(training_autocast(torch.device("cpu"), amp=True), nullcontext)
+    assert isinstance(training_autocast(torch.device("cuda"), amp=False), nullcontext)
+    on_cuda = training_autocast(torch.device("cuda"), amp=True)
+    assert isinstance(on_cuda, torch.autocast) and on_cuda.fast_dtype == torch.bfloat16

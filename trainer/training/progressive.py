@@ -21,7 +21,6 @@ Choices worth knowing:
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from trainer.losses import Wasserstein, drift_penalty, gradient_penalty
 from trainer.models.pggan import PAPER_BATCH_SIZES, Discriminator, Generator, check_target, downsample, upsample
+from trainer.training.precision import training_autocast
 
 GRID_SIZE = 64
 SAMPLE_CHUNK = 16
@@ -121,9 +121,7 @@ class ProgressiveGAN:
         fixed_rng = torch.Generator().manual_seed(seed + 2)
         self.fixed_latents = torch.randn(GRID_SIZE, generator.latent_dim, generator=fixed_rng).to(device)
         # bfloat16 autocast for the forward passes only; the gradient penalty's double backward stays fp32
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-        )
+        self.autocast = training_autocast(device, amp)
 
     def _new_optimizers(self) -> None:
         """Fresh Adam state for both networks: at the start and at every new resolution."""

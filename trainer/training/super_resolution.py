@@ -15,7 +15,6 @@ own checkpoint and no longer needs the stage-1 file.
 from __future__ import annotations
 
 import warnings
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -28,6 +27,7 @@ from trainer.losses import NonSaturatingBCE
 from trainer.models import srgan
 from trainer.training.checkpoint import load_checkpoint
 from trainer.training.content_loss import build_content_loss
+from trainer.training.precision import training_autocast
 
 PREVIEW_CROPS = 3  # rows of (bicubic | SR | HR) in the sample grid, which save_grid lays out 3 to a row
 INIT_ARCHITECTURES = ("srresnet", "srgan")
@@ -55,9 +55,7 @@ class SRResNetTraining:
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
         self.updates = 0
         self.preview: dict[str, Tensor] | None = None  # the first batch's first crops, for sample()
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-        )
+        self.autocast = training_autocast(device, amp)
 
     # ------------------------------------------------------------------------------------------- schedule
     def learning_rate(self, update: int | None = None) -> float:

@@ -19,7 +19,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from torch import Tensor
 from trainer.data.attributes import domain_targets
 from trainer.losses import Wasserstein, gradient_penalty
 from trainer.models.stargan import Discriminator, Generator, StarGANConfig
+from trainer.training.precision import training_autocast
 
 GRID_IMAGES = 8
 
@@ -97,9 +97,7 @@ class StarGAN:
         self.fixed: tuple[Tensor, Tensor] | None = None
         self.last_g: dict[str, Tensor] = {}  # G's terms from its latest update (logged from the first one on)
         self.classifier_cache: dict[str, Any] = {}  # evaluation's attribute classifier, per data set
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-        )
+        self.autocast = training_autocast(device, amp)
 
     def _set_lr(self) -> float:
         factor = lr_factor(self.iteration, self.config.num_iters, self.config.num_iters_decay)

@@ -6,7 +6,6 @@ so a resumed run draws the same latents as an uninterrupted one.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 
 from trainer.losses import AdversarialLoss
 from trainer.models.common import sample_latents
+from trainer.training.precision import training_autocast
 
 GRID_SIZE = 64
 
@@ -44,10 +44,7 @@ class UnconditionalGAN:
         self.fixed_latents = sample_latents(
             latent_dim, latent_distribution, GRID_SIZE, torch.Generator().manual_seed(seed + 2)
         ).to(device)
-        # bfloat16 autocast needs no loss scaling, so AMP adds no state that a resume must restore
-        self.autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-        )
+        self.autocast = training_autocast(device, amp)
 
     def latents(self, n: int) -> Tensor:
         return sample_latents(self.latent_dim, self.latent_distribution, n, self.noise, self.device)
