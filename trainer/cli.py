@@ -16,6 +16,7 @@ from typing import Any
 from trainer.data import DatasetError
 from trainer.registry import ARCHITECTURES, get_architecture
 from trainer.training.checkpoint import CheckpointError
+from trainer.training.distributed import from_environment, shutdown
 from trainer.training.loop import Run, TrainOptions
 
 
@@ -84,15 +85,21 @@ def parse(argv: list[str] | None = None) -> tuple[str, Any, TrainOptions]:
 def main(argv: list[str] | None = None) -> int:
     arch_name, config, options = parse(argv)
     warnings.simplefilter("default")
+    parallel = from_environment()  # under torchrun: join the process group; otherwise one process
     try:
-        run = Run(arch_name, config, options)
-        print(f"{arch_name}: training on {run.device}, data {options.data} ({len(run.dataset)} images), "
-              f"from step {run.step} to {options.steps}, writing to {options.out}", file=sys.stderr)
+        run = Run(arch_name, config, options, parallel)
+        if parallel.is_main:
+            ranks = f" x {parallel.world_size} processes" if parallel.active else ""
+            print(f"{arch_name}: training on {run.device}{ranks}, data {options.data} ({len(run.dataset)} images), "
+                  f"from step {run.step} to {options.steps}, writing to {options.out}", file=sys.stderr)
         last = run.train()
     except (DatasetError, CheckpointError, ValueError) as exc:
-        print(f"gan-train: error: {exc}", file=sys.stderr)
+        print(f"gan-train: error{f' (rank {parallel.rank})' if parallel.active else ''}: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(last))
+    finally:
+        shutdown(parallel)
+    if parallel.is_main:
+        print(json.dumps(last))
     return 0
 
 

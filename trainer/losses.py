@@ -74,15 +74,22 @@ class Wasserstein(AdversarialLoss):
 
 
 def gradient_penalty(
-    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, generator: torch.Generator | None = None
+    critic: Callable[[Tensor], Tensor],
+    real: Tensor,
+    fake: Tensor,
+    generator: torch.Generator | None = None,
+    eps: Tensor | None = None,
 ) -> Tensor:
     """Gulrajani et al.'s penalty E[(||grad D(x_hat)||_2 - 1)^2] on random interpolates x_hat.
 
     `critic` returns the score to penalise (StarGAN passes only its D_src head). The graph is kept
-    (create_graph) so the penalty's own gradient reaches D's weights.
+    (create_graph) so the penalty's own gradient reaches D's weights. The per-sample mix weights `eps`
+    may be given instead of drawn: data-parallel ranks draw them for the global batch and shard them.
     """
     eps_shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
+    if eps is None:
+        eps = torch.rand(eps_shape, device=real.device, dtype=real.dtype, generator=generator)
+    eps = eps.reshape(eps_shape).to(real.dtype)
     x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
     score = critic(x_hat)
     (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)

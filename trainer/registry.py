@@ -21,6 +21,7 @@ from trainer.export_spec import ExportSpec, latent_generator_spec
 from trainer.losses import build_loss
 from trainer.models import dcgan, lsgan, pggan, srgan, stargan
 from trainer.training import translation
+from trainer.training.distributed import DataParallel
 from trainer.training.progressive import GrowthSchedule, ProgressiveGAN
 from trainer.training.super_resolution import build_srgan, build_srresnet
 from trainer.training.unconditional import UnconditionalGAN
@@ -33,7 +34,8 @@ class Architecture:
     summary: str
     config_cls: type
     build_generator: Callable[[Any], nn.Module]
-    build_algorithm: Callable[[Any, torch.device, int, bool], Any]
+    # (config, device, seed, amp, parallel) -> the algorithm the loop drives
+    build_algorithm: Callable[[Any, torch.device, int, bool, DataParallel | None], Any]
     export_spec: Callable[[Any, nn.Module], ExportSpec]
     # which weights in the checkpoint are the ones to serve (G_ema where the architecture keeps one)
     served_generator_key: str = "generator"
@@ -53,8 +55,10 @@ class Architecture:
         return self.config_cls(**values)
 
 
-def _unconditional(module: Any) -> Callable[[Any, torch.device, int, bool], UnconditionalGAN]:
-    def build(config: Any, device: torch.device, seed: int, amp: bool) -> UnconditionalGAN:
+def _unconditional(module: Any) -> Callable[[Any, torch.device, int, bool, DataParallel | None], UnconditionalGAN]:
+    def build(
+        config: Any, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
+    ) -> UnconditionalGAN:
         torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
         return UnconditionalGAN(
             module.build_generator(config),
@@ -67,6 +71,7 @@ def _unconditional(module: Any) -> Callable[[Any, torch.device, int, bool], Unco
             device=device,
             seed=seed,
             amp=amp,
+            parallel=parallel,
         )
 
     return build
@@ -76,7 +81,9 @@ def _latent_spec(config: Any, generator: nn.Module) -> ExportSpec:
     return latent_generator_spec(generator, config.latent_dim, config.latent_distribution, config.image_size)
 
 
-def _progressive(config: pggan.PGGANConfig, device: torch.device, seed: int, amp: bool) -> ProgressiveGAN:
+def _progressive(
+    config: pggan.PGGANConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
+) -> ProgressiveGAN:
     torch.manual_seed(seed)
     schedule = GrowthSchedule(config.image_size, config.fade_images, config.stable_images, config.batch_size)
     return ProgressiveGAN(
@@ -91,6 +98,7 @@ def _progressive(config: pggan.PGGANConfig, device: torch.device, seed: int, amp
         device=device,
         seed=seed,
         amp=amp,
+        parallel=parallel,
     )
 
 

@@ -5,7 +5,7 @@ see different data. Here the index stream is the concatenation of one seeded per
 and a batch of B images taken after I images is the slice [I, I+B): resuming with the same I recomputes
 exactly the same batches. The batch size may change along the run (PGGAN's per-resolution minibatches):
 `batch_size_for(images_seen)` says which. Under data parallelism every rank takes its share of the same
-global batch.
+global batch, strided (rank r: samples r, r+W, ...; see trainer/training/distributed.py for why).
 """
 
 from __future__ import annotations
@@ -51,8 +51,7 @@ class StepBatchSampler(Sampler[list[int]]):
             batch_size = self.batch_size_for(seen)
             if batch_size % self.world_size:
                 raise ValueError(f"global batch {batch_size} is not divisible by {self.world_size} processes")
-            share = batch_size // self.world_size
-            yield self.global_batch(seen, batch_size)[self.rank * share : (self.rank + 1) * share]
+            yield self.global_batch(seen, batch_size)[self.rank :: self.world_size]
             seen += batch_size
 
     def __len__(self) -> int:  # an endless stream; DataLoader only needs this for len(loader)

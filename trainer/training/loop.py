@@ -2,6 +2,8 @@
 
 Architectures plug in an algorithm object (train_step / sample / progress / state_dict); the loop owns
 everything that is the same for all of them, so that a resumed run of any GAN continues bit for bit.
+Under `torchrun` every rank runs this loop on its share of each global batch; rank 0 alone writes the
+log, the sample grids, the evaluations and the (single-file) checkpoints.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from trainer.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from trainer.training.distributed import DataParallel, from_environment
 from trainer.training.images import save_grid
 
 
@@ -48,11 +51,14 @@ class TrainOptions:
     progress: bool = True
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, parallel: DataParallel | None = None) -> torch.device:
+    """The device to train on; under torchrun, each rank's own GPU (cuda:LOCAL_RANK)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
+    if name == "cuda" and parallel is not None and parallel.active:
+        return torch.device("cuda", parallel.local_rank)
     return torch.device(name)
 
 
@@ -74,10 +80,13 @@ def batch_length(batch: Any) -> int:
 class Run:
     """A training run in `options.out`: metrics.jsonl, samples/, checkpoints/."""
 
-    def __init__(self, arch_name: str, config: Any, options: TrainOptions) -> None:
+    def __init__(
+        self, arch_name: str, config: Any, options: TrainOptions, parallel: DataParallel | None = None
+    ) -> None:
         self.options = options
         self.out = Path(options.out)
-        self.device = select_device(options.device)
+        self.parallel = parallel if parallel is not None else from_environment()
+        self.device = select_device(options.device, self.parallel)
         amp = options.amp == "on" or (options.amp == "auto" and self.device.type == "cuda")
         checkpoint = None
         if options.resume:
@@ -91,7 +100,7 @@ class Run:
         self.config = config
         seed_everything(options.seed)
         self.dataset = self.arch.dataset(options.data, config, options.seed)
-        self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp)
+        self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp, self.parallel)
         self.step, self.images_seen = 0, 0
         if checkpoint is not None:
             self.algorithm.load_state_dict(checkpoint)
@@ -106,8 +115,10 @@ class Run:
     def _loader(self) -> DataLoader:
         workers = self.options.num_workers
         if workers < 0:  # in-memory data sets are fastest in-process; decoding files wants workers
-            workers = 0 if hasattr(self.dataset, "images") else min(4, os.cpu_count() or 1)
-        sampler = StepBatchSampler(len(self.dataset), self.batch_size_for, self.options.seed, self.images_seen)
+            processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            workers = 0 if hasattr(self.dataset, "images") else min(4, max(1, (os.cpu_count() or 1) // processes_here))
+        sampler = StepBatchSampler(len(self.dataset), self.batch_size_for, self.options.seed, self.images_seen,
+                                   rank=self.parallel.rank, world_size=self.parallel.world_size)
         return DataLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -140,7 +151,7 @@ class Run:
         """The algorithm's own quality figures (PSNR/SSIM, attribute accuracy, ...) where it has them,
         logged to metrics.jsonl as {"step": N, "eval": {...}}."""
         evaluate = getattr(self.algorithm, "evaluate", None)
-        if evaluate is None:
+        if evaluate is None or not self.parallel.is_main:
             return None
         record = {"step": self.step, "images_seen": self.images_seen, "eval": evaluate(self.dataset)}
         log.write(json.dumps(record) + "\n")
@@ -150,21 +161,26 @@ class Run:
     def train(self) -> dict[str, Any]:
         """Run until `options.steps`; returns the last logged record."""
         opts = self.options
-        self.out.mkdir(parents=True, exist_ok=True)
+        main = self.parallel.is_main
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
         last: dict[str, Any] = {"step": self.step}
         if self.step >= opts.steps:
             return last
         batches = iter(self._loader())
-        bar = tqdm(total=opts.steps, initial=self.step, disable=not opts.progress, desc=self.arch.name, unit="step")
+        bar = tqdm(total=opts.steps, initial=self.step, disable=not (opts.progress and main), desc=self.arch.name,
+                   unit="step")
         window_start, window_images = time.perf_counter(), 0
-        with open(self.out / "metrics.jsonl", "a") as log:
+        with open(self.out / "metrics.jsonl", "a") if main else open(os.devnull, "w") as log:
             while self.step < opts.steps:
                 batch = next(batches)
                 losses = self.algorithm.train_step(batch)
                 self.step += 1
-                self.images_seen += batch_length(batch)
-                window_images += batch_length(batch)
+                images = self.parallel.global_size(batch_length(batch))
+                self.images_seen += images
+                window_images += images
                 if self.step % opts.log_every == 0 or self.step == opts.steps:
+                    losses = self.parallel.average(losses)
                     elapsed = time.perf_counter() - window_start
                     last = {
                         "step": self.step,
@@ -178,16 +194,17 @@ class Run:
                     log.flush()
                     bar.set_postfix({k: last[k] for k in losses} | self.algorithm.progress(), refresh=False)
                     window_start, window_images = time.perf_counter(), 0
-                if opts.sample_every and self.step % opts.sample_every == 0:
+                if main and opts.sample_every and self.step % opts.sample_every == 0:
                     self.sample()
-                if opts.checkpoint_every and self.step % opts.checkpoint_every == 0:
+                if main and opts.checkpoint_every and self.step % opts.checkpoint_every == 0:
                     self.checkpoint()
                 if opts.eval_every and self.step % opts.eval_every == 0:
                     self.evaluate(log)
                 bar.update(1)
         bar.close()
-        if not (opts.checkpoint_every and self.step % opts.checkpoint_every == 0):
+        if main and not (opts.checkpoint_every and self.step % opts.checkpoint_every == 0):
             self.checkpoint()
-        if not (opts.sample_every and self.step % opts.sample_every == 0):
+        if main and not (opts.sample_every and self.step % opts.sample_every == 0):
             self.sample()
+        self.parallel.barrier()  # every rank returns once the run's last checkpoint is on disk
         return last

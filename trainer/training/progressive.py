@@ -29,6 +29,7 @@ from torch import Tensor
 
 from trainer.losses import Wasserstein, drift_penalty, gradient_penalty
 from trainer.models.pggan import PAPER_BATCH_SIZES, Discriminator, Generator, check_target, downsample, upsample
+from trainer.training.distributed import DataParallel
 from trainer.training.precision import training_autocast
 
 GRID_SIZE = 64
@@ -106,10 +107,13 @@ class ProgressiveGAN:
         device: torch.device,
         seed: int,
         amp: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.device = device
+        self.parallel = parallel = parallel or DataParallel()
         self.generator = generator.to(device)
         self.discriminator = discriminator.to(device)
+        parallel.broadcast_state(self.generator, self.discriminator)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.schedule = schedule
         self.loss = Wasserstein()
@@ -140,18 +144,22 @@ class ProgressiveGAN:
         stage = self.schedule.stage_at(self.images_seen)
         resolution, alpha = stage.resolution, stage.alpha
         real = reals_at(real.to(self.device, non_blocking=True), stage)
-        z = torch.randn(real.shape[0], self.generator.latent_dim, generator=self.noise, device=self.device)
+        # drawn for the global batch and sharded, so that any number of ranks sees the same noise
+        n = self.parallel.global_size(real.shape[0])
+        z = self.parallel.shard(torch.randn(n, self.generator.latent_dim, generator=self.noise, device=self.device))
         critic = self.discriminator
 
         with self.autocast:
             fake = self.generator(z, resolution, alpha)
             real_out = critic(real, alpha).float()
             fake_out = critic(fake.detach(), alpha).float()
-        penalty = gradient_penalty(lambda x: critic(x, alpha), real, fake.float(), self.noise)
+        mix = self.parallel.shard(torch.rand(n, generator=self.noise, device=self.device))
+        penalty = gradient_penalty(lambda x: critic(x, alpha), real, fake.float(), eps=mix)
         drift = drift_penalty(real_out)
         loss_d = self.loss.discriminator(real_out, fake_out) + self.gp_lambda * penalty + self.drift * drift
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.parallel.average_gradients(self.discriminator)
         self.opt_d.step()
 
         critic.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
@@ -160,12 +168,13 @@ class ProgressiveGAN:
                 loss_g = self.loss.generator(critic(fake, alpha).float())
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            self.parallel.average_gradients(self.generator)
             self.opt_g.step()
         finally:
             critic.requires_grad_(True)
         self._update_ema()
 
-        self.images_seen += real.shape[0]
+        self.images_seen += n
         for g in (self.generator, self.generator_ema):
             g.record_stage(resolution, alpha, self.images_seen)
         if self.schedule.stage_at(self.images_seen).resolution != resolution:

@@ -7,7 +7,9 @@ update then one G update per step, Adam (beta1 0.9) for both, and a step-wise le
 (paper: 1e5 updates at 1e-4, then 1e5 at 1e-5).
 
 Nothing in a step is random (the crops come from the data set, keyed on images seen), so the state a
-resume needs is the networks, the optimizers and the update count. The stage-1 weights are read at the
+resume needs is the networks, the optimizers and the update count. Under data parallelism BatchNorm
+uses the global batch's statistics and gradients are averaged before each step, so N processes train
+as one does with the same global batch. The stage-1 weights are read at the
 first update rather than when the algorithm is built: a resumed stage-2 run takes its generator from its
 own checkpoint and no longer needs the stage-1 file.
 """
@@ -27,6 +29,7 @@ from trainer.losses import NonSaturatingBCE
 from trainer.models import srgan
 from trainer.training.checkpoint import load_checkpoint
 from trainer.training.content_loss import build_content_loss
+from trainer.training.distributed import DataParallel
 from trainer.training.precision import training_autocast
 
 PREVIEW_CROPS = 3  # rows of (bicubic | SR | HR) in the sample grid, which save_grid lays out 3 to a row
@@ -47,9 +50,12 @@ class SRResNetTraining:
         lr_drop_factor: float,
         device: torch.device,
         amp: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.device = device
-        self.generator = generator.to(device)
+        self.parallel = parallel = parallel or DataParallel()
+        self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
+        parallel.broadcast_state(self.generator)
         self.scale = generator.scale
         self.base_lr, self.lr_drop_step, self.lr_drop_factor = lr, lr_drop_step, lr_drop_factor
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
@@ -72,8 +78,8 @@ class SRResNetTraining:
 
     # ---------------------------------------------------------------------------------------------- steps
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        if self.preview is None:
-            self.preview = {k: batch[k][:PREVIEW_CROPS].clone() for k in ("lr", "hr")}
+        if self.preview is None:  # the global batch's first crops, whatever the number of ranks
+            self.preview = {k: self.parallel.gather(batch[k])[:PREVIEW_CROPS].clone() for k in ("lr", "hr")}
         return batch["lr"].to(self.device, non_blocking=True), batch["hr"].to(self.device, non_blocking=True)
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -84,6 +90,7 @@ class SRResNetTraining:
         loss = F.mse_loss(sr.float(), hr)
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
+        self.parallel.average_gradients(self.generator)
         self.opt_g.step()
         self.updates += 1
         return {"content": loss.detach()}
@@ -143,10 +150,12 @@ class SRGANTraining(SRResNetTraining):
         lr_drop_factor: float,
         device: torch.device,
         amp: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         super().__init__(generator, lr=lr, betas=betas, lr_drop_step=lr_drop_step, lr_drop_factor=lr_drop_factor,
-                         device=device, amp=amp)
-        self.discriminator = discriminator.to(device)
+                         device=device, amp=amp, parallel=parallel)
+        self.discriminator = self.parallel.synchronise_batchnorm(discriminator, device).to(device)
+        self.parallel.broadcast_state(self.discriminator)
         self.content = content.to(device)
         self.adversarial = NonSaturatingBCE()
         self.adversarial_weight = adversarial_weight
@@ -185,6 +194,7 @@ class SRGANTraining(SRResNetTraining):
             loss_d = self.adversarial.discriminator(real_out.float(), fake_out.float())
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.parallel.average_gradients(self.discriminator)
         self.opt_d.step()
 
         with self.autocast:
@@ -193,6 +203,7 @@ class SRGANTraining(SRResNetTraining):
             loss_g = content + self.adversarial_weight * adversarial
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        self.parallel.average_gradients(self.generator)
         self.opt_g.step()
         self.updates += 1
         return {
@@ -235,7 +246,9 @@ class SRGANTraining(SRResNetTraining):
                           f"(sha256 {current[:12]} vs {saved[:12]}): the content loss changes", stacklevel=2)
 
 
-def build_srresnet(config: srgan.SRResNetConfig, device: torch.device, seed: int, amp: bool) -> SRResNetTraining:
+def build_srresnet(
+    config: srgan.SRResNetConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
+) -> SRResNetTraining:
     torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
     return SRResNetTraining(
         srgan.build_generator(config),
@@ -245,10 +258,13 @@ def build_srresnet(config: srgan.SRResNetConfig, device: torch.device, seed: int
         lr_drop_factor=config.lr_drop_factor,
         device=device,
         amp=amp,
+        parallel=parallel,
     )
 
 
-def build_srgan(config: srgan.SRGANConfig, device: torch.device, seed: int, amp: bool) -> SRGANTraining:
+def build_srgan(
+    config: srgan.SRGANConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
+) -> SRGANTraining:
     content = build_content_loss(config.content_loss, config.vgg19_weights)  # refuses VGG54 without weights
     torch.manual_seed(seed)
     return SRGANTraining(
@@ -264,4 +280,5 @@ def build_srgan(config: srgan.SRGANConfig, device: torch.device, seed: int, amp:
         lr_drop_factor=config.lr_drop_factor,
         device=device,
         amp=amp,
+        parallel=parallel,
     )

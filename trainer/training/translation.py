@@ -15,6 +15,8 @@ Choices worth knowing:
   generator, which is checkpointed, so a resumed run is bit-exact. The sample grid's fixed images are the
   first batch the run sees, kept in the checkpoint too.
 - As in the reference, a G step draws G(x,c') anew with the just-updated D, rather than reusing D's fakes.
+- Under data parallelism, flips, the target permutation and the penalty's mixes are drawn for the global
+  batch (the permutation over the gathered labels) and sharded, so N processes train as one does.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import Tensor
 from trainer.data.attributes import domain_targets
 from trainer.losses import Wasserstein, gradient_penalty
 from trainer.models.stargan import Discriminator, Generator, StarGANConfig
+from trainer.training.distributed import DataParallel
 from trainer.training.precision import training_autocast
 
 GRID_IMAGES = 8
@@ -84,11 +87,14 @@ class StarGAN:
         device: torch.device,
         seed: int,
         amp: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.device, self.config = device, config
+        self.parallel = parallel = parallel or DataParallel()
         self.attributes, self.groups = attributes, groups
         self.generator = generator.to(device)
         self.discriminator = discriminator.to(device)
+        parallel.broadcast_state(self.generator, self.discriminator)
         betas = (config.beta1, config.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
@@ -108,16 +114,23 @@ class StarGAN:
         return factor
 
     def _flip(self, real: Tensor) -> Tensor:
-        flip = torch.rand(real.shape[0], generator=self.noise, device=self.device) < 0.5
+        n = self.parallel.global_size(real.shape[0])
+        flip = self.parallel.shard(torch.rand(n, generator=self.noise, device=self.device) < 0.5)
         return torch.where(flip[:, None, None, None], real.flip(3), real)
+
+    def _targets(self, label_org: Tensor) -> Tensor:
+        """c': the global batch's labels in a random order, this rank's share of them."""
+        labels = self.parallel.gather(label_org)
+        return self.parallel.shard(labels[torch.randperm(labels.shape[0], generator=self.noise, device=self.device)])
 
     def train_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         real, label_org = (t.to(self.device, non_blocking=True) for t in batch)
         if self.fixed is None:
-            self.fixed = (real[:GRID_IMAGES].clone(), label_org[:GRID_IMAGES].clone())
+            images, labels = self.parallel.gather(real), self.parallel.gather(label_org)
+            self.fixed = (images[:GRID_IMAGES].clone(), labels[:GRID_IMAGES].clone())
         if self.config.flip:
             real = self._flip(real)
-        label_trg = label_org[torch.randperm(real.shape[0], generator=self.noise, device=self.device)]
+        label_trg = self._targets(label_org)
         self._set_lr()
         cfg = self.config
 
@@ -125,10 +138,13 @@ class StarGAN:
             real_src, real_cls = self.discriminator(real)
             fake = self.generator(real, label_trg)
             fake_src, _ = self.discriminator(fake.detach())
-            gp = gradient_penalty(self.discriminator.src, real, fake.float(), self.noise)
+            mix = self.parallel.shard(torch.rand(self.parallel.global_size(real.shape[0]), generator=self.noise,
+                                                 device=self.device))
+            gp = gradient_penalty(self.discriminator.src, real, fake.float(), eps=mix)
         loss_d, d_terms = discriminator_loss(real_src, fake_src, real_cls, label_org, gp.float(), cfg)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.parallel.average_gradients(self.discriminator)
         self.opt_d.step()
         d_terms = {k: v.detach() for k, v in d_terms.items()}
 
@@ -141,9 +157,11 @@ class StarGAN:
             loss_g, g_terms = generator_loss(fake_src, fake_cls, label_trg, real, reconstructed, cfg)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
+            self.parallel.average_gradients(self.generator)
             self.opt_g.step()
             self.last_g = {k: v.detach().float().cpu() for k, v in g_terms.items()}
-
+        # InstanceNorm's running statistics (used with --norm-stats running) as the global batch's
+        self.parallel.average_buffers(self.generator)
         return {**d_terms, **self.last_g}
 
     def sample(self) -> Tensor:
@@ -214,10 +232,12 @@ def tile(grid: Tensor, padding: int = 2) -> Tensor:
     return out[None]
 
 
-def build_algorithm(config: StarGANConfig, device: torch.device, seed: int, amp: bool) -> StarGAN:
+def build_algorithm(
+    config: StarGANConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
+) -> StarGAN:
     """The registry's builder: weights from `seed`, attributes from the (resolved) config."""
     from trainer.models.stargan import attribute_list, build_discriminator, build_generator, exclusive_groups
 
     torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
     return StarGAN(build_generator(config), build_discriminator(config), config, attribute_list(config),
-                   exclusive_groups(config), device=device, seed=seed, amp=amp)
+                   exclusive_groups(config), device=device, seed=seed, amp=amp, parallel=parallel)

@@ -1,7 +1,9 @@
 """One D update then one G update per step: the DCGAN / LSGAN recipe, for any network and any loss.
 
 Everything random here draws from the algorithm's own generator, whose state goes into the checkpoint,
-so a resumed run draws the same latents as an uninterrupted one.
+so a resumed run draws the same latents as an uninterrupted one. Under data parallelism the latents are
+drawn for the global batch and sharded, and gradients are averaged before each optimizer step
+(trainer/training/distributed.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import Tensor, nn
 
 from trainer.losses import AdversarialLoss
 from trainer.models.common import sample_latents
+from trainer.training.distributed import DataParallel
 from trainer.training.precision import training_autocast
 
 GRID_SIZE = 64
@@ -32,10 +35,13 @@ class UnconditionalGAN:
         device: torch.device,
         seed: int,
         amp: bool = False,
+        parallel: DataParallel | None = None,
     ) -> None:
         self.device = device
-        self.generator = generator.to(device)
-        self.discriminator = discriminator.to(device)
+        self.parallel = parallel = parallel or DataParallel()
+        self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
+        self.discriminator = parallel.synchronise_batchnorm(discriminator, device).to(device)
+        parallel.broadcast_state(self.generator, self.discriminator)
         self.loss = loss
         self.latent_dim, self.latent_distribution = latent_dim, latent_distribution
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
@@ -47,7 +53,11 @@ class UnconditionalGAN:
         self.autocast = training_autocast(device, amp)
 
     def latents(self, n: int) -> Tensor:
-        return sample_latents(self.latent_dim, self.latent_distribution, n, self.noise, self.device)
+        """This rank's `n` latents of a global batch drawn whole (so the noise stream is the same for any
+        number of processes)."""
+        whole = sample_latents(self.latent_dim, self.latent_distribution, self.parallel.global_size(n), self.noise,
+                               self.device)
+        return self.parallel.shard(whole)
 
     def train_step(self, real: Tensor) -> dict[str, Tensor]:
         real = real.to(self.device, non_blocking=True)
@@ -60,6 +70,7 @@ class UnconditionalGAN:
             loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.parallel.average_gradients(self.discriminator)
         self.opt_d.step()
 
         with self.autocast:
@@ -67,6 +78,7 @@ class UnconditionalGAN:
             loss_g = self.loss.generator(fake_out_g.float())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
+        self.parallel.average_gradients(self.generator)
         self.opt_g.step()
 
         return {
