@@ -20,12 +20,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import Body, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from service import codecs, latents
 from service.dispatch import batching_errors_as_http, resolve_model, retry_after
@@ -50,6 +52,15 @@ from service.settings import Settings
 log = logging.getLogger("service.app")
 
 __version__ = "0.1.0"
+
+#: The browser demo served at `/` (plain HTML/JS/CSS, shipped as package data).
+STATIC_DIR = Path(__file__).with_name("static")
+#: The page loads nothing from elsewhere and runs no inline script, so a strict policy costs nothing
+#: and keeps an injected image name or error message from ever executing.
+_PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @dataclass
@@ -344,6 +355,13 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     async def metrics() -> Response:
         """Prometheus text exposition (prefix `gan_`)."""
         return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    async def demo_page() -> FileResponse:
+        """The browser demo; it uses only the public endpoints above (see docs/service.md)."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     if settings.api_keys:
         _document_auth(app)

@@ -17,8 +17,11 @@ from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
 
-#: Paths that stay reachable without an API key (probes, scraping, API docs).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+#: Paths that need no API key: probes, metrics, API docs, and the demo page with its static files (they
+#: hold no data; the page asks for a key and sends it with the API calls it makes).
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+                        "/openapi.json"})
+OPEN_PREFIXES = ("/static/",)
 #: Endpoint label values; anything else is `other`, so scanners cannot blow up label cardinality.
 ENDPOINTS = frozenset({"/generate", "/super-resolve", "/translate", "/models", "/healthz", "/readyz", "/metrics"})
 
@@ -81,7 +84,7 @@ class ServiceMiddleware:
 
         try:
             headers = scope["headers"]
-            if self.keys and path not in OPEN_PATHS and not self._authorized(headers):
+            if self.keys and not _is_open(path) and not self._authorized(headers):
                 await _send_error(
                     send_wrapper,
                     401,
@@ -124,3 +127,7 @@ class ServiceMiddleware:
             return message
 
         return capped
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

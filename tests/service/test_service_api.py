@@ -379,8 +379,9 @@ def test_api_keys(live_server: Start, repo: Path) -> None:
     error_of(httpx.get(srv.url + "/models"), 401)
     assert httpx.post(url, json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert httpx.post(url, json={}, headers={"X-API-Key": "other"}).status_code == 200
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/", "/static/demo.js"):
         assert httpx.get(srv.url + path).status_code == 200, path
+    error_of(httpx.get(srv.url + "/staticx"), 401)  # the open prefix is the folder, not a name that starts alike
     schema = httpx.get(srv.url + "/openapi.json").json()
     assert "bearer" in schema["components"]["securitySchemes"]
 
