@@ -164,6 +164,9 @@ def export_checkpoint(
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repository))
+    # mkdtemp makes it 0700; a model folder must be readable by a service running as another user
+    # (the serving image's uid 10001 reading a bind-mounted repository)
+    staging.chmod(0o755)
     try:
         model_path = staging / MODEL_FILENAME
         _write_onnx(spec, model_path, opset)

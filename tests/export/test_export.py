@@ -86,6 +86,9 @@ def test_reexport_replaces_the_model_atomically(tiny_checkpoints, tmp_path):
     assert Manifest.read(tmp_path / "m").architecture == "lsgan"
     assert first != (tmp_path / "m" / "manifest.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    # readable by another user (the serving container's uid reading a bind-mounted repository)
+    assert (tmp_path / "m").stat().st_mode & 0o055 == 0o055
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in (tmp_path / "m").iterdir())
 
 
 def test_cli_reports_success_and_errors(tiny_checkpoints, tmp_path, capsys):

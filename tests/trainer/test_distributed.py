@@ -18,7 +18,7 @@ import torch
 
 from tests.trainer.ddp_worker import build
 from trainer.training.checkpoint import load_checkpoint
-from trainer.training.distributed import DataParallel, _convert
+from trainer.training.distributed import AllReduceBatchNorm, DataParallel, _convert
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHS = ["dcgan", "lsgan", "pggan", "stargan", "srresnet", "srgan"]
@@ -96,7 +96,7 @@ def test_batchnorm_conversion_keeps_the_very_same_tensors():
     converted = _convert(net)
     after = converted.state_dict(keep_vars=True)
     assert list(after) == list(before) and all(after[k] is before[k] for k in before)
-    assert type(converted[1]).__name__ == "AllReduceBatchNorm" and type(converted[3][0]).__name__ == "AllReduceBatchNorm"
+    assert isinstance(converted[1], AllReduceBatchNorm) and isinstance(converted[3][0], AllReduceBatchNorm)
     x = torch.randn(5, 3, 6, 6)
     converted.train()
     torch.testing.assert_close(converted[1](converted[0](x)), torch.nn.functional.batch_norm(
