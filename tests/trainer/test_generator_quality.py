@@ -1,0 +1,201 @@
+"""The shapes feature extractor and GeneratorEvaluator: right ordering of scores, fixed seeds, no RNG side effects."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from threadpoolctl import threadpool_limits
+
+from tests.conftest import TINY_CONFIGS
+from trainer.data import ImageFolderDataset, ShapesDataset
+from trainer.evaluation import inception, shapes_features
+from trainer.evaluation.generator_quality import GeneratorEvaluator, latent_generate, quantise, resolve_features
+from trainer.registry import get_architecture
+
+SIZE = 16
+NAME = shapes_features.NAME
+KEYS = {f"fid_{NAME}", f"kid_{NAME}", f"kid_std_{NAME}"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small matrices and networks: on a shared 2-core machine spinning BLAS/OpenMP threads made KID's
+    kernel products ~80x slower than one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One extractor cache for the session (the CLI tests use the same folder)."""
+    path = tmp_path_factory.getbasetemp() / "gan-forge-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def extractor(cache_dir):
+    return shapes_features.load_extractor(SIZE, cache_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluator(cache_dir, extractor):
+    return GeneratorEvaluator(ShapesDataset(SIZE, 300, seed=0), num_samples=200, seed=5, cache_dir=cache_dir)
+
+
+def _from_dataset(dataset: ShapesDataset):
+    position = iter(range(len(dataset)))
+    return lambda n: torch.stack([dataset[next(position)] for _ in range(n)])
+
+
+def _random_dcgan():
+    arch = get_architecture("dcgan")
+    config = arch.make_config(TINY_CONFIGS["dcgan"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        generator = arch.build_generator(config).eval()
+    return latent_generate(generator, config.latent_dim, config.latent_distribution)
+
+
+def _rng_states():
+    return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+
+
+def _assert_same_rng(before, after):
+    assert torch.equal(before[0], after[0])
+    assert np.array_equal(before[1], after[1])
+    assert before[2] == after[2]
+
+
+def test_shapes_extractor_tells_held_out_shapes_and_colours_apart(extractor):
+    accuracy = shapes_features.attribute_accuracy(extractor, SIZE, 500, seed=123)
+    assert accuracy["shape"] >= 0.9
+    assert accuracy["colour"] >= 0.99
+
+
+def test_shapes_extractor_training_is_deterministic_and_leaves_the_rng_alone(monkeypatch):
+    monkeypatch.setattr(shapes_features, "TRAIN_IMAGES", 300)  # rendering is most of a short run's time
+    before = _rng_states()
+    first = shapes_features.train_extractor(SIZE, steps=5)
+    second = shapes_features.train_extractor(SIZE, steps=5)
+    _assert_same_rng(before, _rng_states())
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+    other_seed = shapes_features.train_extractor(SIZE, steps=5, seed=1)
+    assert not torch.equal(first.state_dict()["trunk.0.weight"], other_seed.state_dict()["trunk.0.weight"])
+
+
+def test_shapes_extractor_is_cached_under_its_key(cache_dir, extractor, monkeypatch, tmp_path):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached extractor should have been used")
+
+    monkeypatch.setattr(shapes_features, "train_extractor", no_training)
+    path = shapes_features.cache_path(SIZE, cache_dir)
+    assert path.is_file() and NAME in path.name
+    cached = shapes_features.load_extractor(SIZE, cache_dir)
+    for key, value in extractor.state_dict().items():
+        assert torch.equal(value, cached.state_dict()[key]), key
+
+    # a file whose key does not match (another version or recipe) is retrained over, never used
+    stale = shapes_features.cache_path(SIZE, tmp_path)
+    torch.save({"key": "something else", "state": extractor.state_dict()}, stale)
+    trained = []
+    monkeypatch.setattr(shapes_features, "train_extractor", lambda size: trained.append(size) or extractor)
+    shapes_features.load_extractor(SIZE, tmp_path)
+    assert trained == [SIZE]
+    assert torch.load(stale, weights_only=True)["key"] != "something else"
+
+
+def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(shapes_features.CACHE_ENV, str(tmp_path / "here"))
+    assert shapes_features.default_cache_dir() == tmp_path / "here"
+    monkeypatch.delenv(shapes_features.CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert shapes_features.default_cache_dir() == tmp_path / "xdg" / "gan-forge"
+
+
+def test_real_shapes_score_far_better_than_noise_or_an_untrained_generator(evaluator):
+    real = evaluator(_from_dataset(ShapesDataset(SIZE, 200, seed=9)))
+    noise = evaluator(lambda n: torch.rand(n, 3, SIZE, SIZE) * 2 - 1)
+    untrained = evaluator(_random_dcgan())
+    assert set(real) == set(noise) == set(untrained) == KEYS
+    fid, kid = f"fid_{NAME}", f"kid_{NAME}"
+    assert real[fid] < 0.1 * untrained[fid] and real[fid] < 0.1 * noise[fid]
+    assert abs(real[kid]) < 0.1 * untrained[kid] and abs(real[kid]) < 0.1 * noise[kid]
+    assert untrained[kid] > 0 and noise[kid] > 0
+
+
+def test_calls_are_repeatable_and_leave_every_rng_alone(evaluator):
+    generate = _random_dcgan()
+    before = _rng_states()
+    first = evaluator(generate)
+    assert evaluator(generate) == first  # same seed, same latents, same subsets
+    _assert_same_rng(before, _rng_states())
+    torch.randn(3)  # the caller's own stream moves on; the evaluator's does not
+    assert evaluator(generate) == first
+
+
+def test_construction_leaves_the_rng_alone(cache_dir, extractor):
+    before = _rng_states()
+    GeneratorEvaluator(ShapesDataset(SIZE, 20, seed=1), num_samples=10, cache_dir=cache_dir)
+    _assert_same_rng(before, _rng_states())
+
+
+def test_generated_images_of_another_size_are_brought_to_the_data_size(evaluator):
+    small = evaluator(lambda n: torch.zeros(n, 3, SIZE // 2, SIZE // 2))
+    same = evaluator(lambda n: torch.zeros(n, 3, SIZE, SIZE))
+    assert small == same
+    with pytest.raises(ValueError, match=r"must return \[100, 3, H, W\]"):
+        evaluator(lambda n: torch.zeros(n, 1, SIZE, SIZE))
+
+
+def test_quantise_matches_8_bit_images():
+    images = torch.tensor([-1.5, -1.0, -0.2, 0.00392, 0.7, 2.0]).view(1, 1, 1, 6).expand(1, 3, 6, 6)
+    levels = (quantise(images, 6) + 1) * 127.5
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert levels.min() == 0 and levels.max() == 255
+    assert quantise(torch.zeros(2, 3, 4, 4), 8).shape == (2, 3, 8, 8)
+
+
+def _folder(tmp_path, count=3):
+    for i in range(count):
+        Image.fromarray(np.full((SIZE, SIZE, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    return ImageFolderDataset(tmp_path, SIZE)
+
+
+def test_features_are_chosen_by_data_set(tmp_path):
+    assert resolve_features("auto", ShapesDataset(SIZE, 2)) == "shapes"
+    folder = _folder(tmp_path)
+    assert resolve_features("auto", folder) == "inception"
+    with pytest.raises(ValueError, match="only describe the built-in shapes"):
+        resolve_features("shapes", folder)
+    with pytest.raises(ValueError, match="features must be one of"):
+        resolve_features("vgg", folder)
+
+
+def test_missing_inception_weights_fail_at_construction(tmp_path, monkeypatch):
+    monkeypatch.delenv(inception.WEIGHTS_ENV, raising=False)
+    with pytest.raises(inception.InceptionWeightsError, match="--inception-weights"):
+        GeneratorEvaluator(_folder(tmp_path), features="auto", num_samples=2)
+
+
+def test_inception_features_name_their_keys(tmp_path):
+    """Wiring only: the FID of 2048-d features (a 2048x2048 sqrtm, ~30 s on a busy 2-core machine) is
+    the maths tested in test_fid_kid."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        weights = tmp_path / inception.WEIGHTS_FILE
+        torch.save(inception.FIDInceptionV3().state_dict(), weights)
+    evaluator = GeneratorEvaluator(_folder(tmp_path, 3), num_samples=2, inception_weights=weights)
+    assert evaluator.keys == ("fid_inception-v3", "kid_inception-v3", "kid_std_inception-v3")
+    assert evaluator.describe() == {"features": "inception-v3", "num_samples": 2, "real_samples": 2, "seed": 0}
+    assert evaluator.real_features.shape == (2, inception.FEATURES)
+    fake = evaluator.generated_features(lambda n: torch.rand(n, 3, SIZE, SIZE) * 2 - 1)
+    assert fake.shape == (2, inception.FEATURES) and fake.dtype == np.float64
