@@ -14,6 +14,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from trainer.data import DatasetError
+from trainer.evaluation.inception import InceptionWeightsError
 from trainer.registry import ARCHITECTURES, get_architecture
 from trainer.training.checkpoint import CheckpointError
 from trainer.training.distributed import from_environment, shutdown
@@ -40,7 +41,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                         help="steps between checkpoints (0: only at the end)")
     common.add_argument("--eval-every", type=int, default=defaults.eval_every,
-                        help="steps between the architecture's own evaluation (PSNR/SSIM, ...; 0: never)")
+                        help="steps between evaluations logged to metrics.jsonl (0: never): FID/KID for dcgan, "
+                        "lsgan and pggan (plot them with gan-eval --plot RUN), PSNR/SSIM for super-resolution, "
+                        "target-attribute accuracy for stargan")
+    common.add_argument("--eval-samples", type=int, default=defaults.eval_samples,
+                        help="generated images per FID/KID evaluation")
+    common.add_argument("--eval-features", default=defaults.eval_features, choices=["auto", "shapes", "inception"],
+                        help="FID/KID features: auto = shapes-classifier-v1 for the shapes data, else Inception-v3 "
+                        "(its weights from $GAN_INCEPTION_WEIGHTS)")
     common.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
                         help="how many step checkpoints to keep (0: all)")
     common.add_argument("--device", default=defaults.device, help="auto | cpu | cuda | cuda:N")
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arch_name}: training on {run.device}{ranks}, data {options.data} ({len(run.dataset)} images), "
                   f"from step {run.step} to {options.steps}, writing to {options.out}", file=sys.stderr)
         last = run.train()
-    except (DatasetError, CheckpointError, ValueError) as exc:
+    except (DatasetError, CheckpointError, InceptionWeightsError, ValueError) as exc:
         print(f"gan-train: error{f' (rank {parallel.rank})' if parallel.active else ''}: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -43,6 +43,8 @@ class TrainOptions:
     sample_every: int = 200
     checkpoint_every: int = 500
     eval_every: int = 0
+    eval_samples: int = 5000  # generated images per FID/KID evaluation (generators only)
+    eval_features: str = "auto"  # FID/KID feature space: auto | shapes | inception
     keep_checkpoints: int = 3
     device: str = "auto"
     amp: str = "auto"
@@ -102,6 +104,7 @@ class Run:
         self.dataset = self.arch.dataset(options.data, config, options.seed)
         self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp, self.parallel)
         self.step, self.images_seen = 0, 0
+        self.quality = self._quality_evaluator()
         if checkpoint is not None:
             self.algorithm.load_state_dict(checkpoint)
             self.step, self.images_seen = checkpoint["step"], checkpoint["images_seen"]
@@ -147,13 +150,43 @@ class Run:
         save_grid(self.algorithm.sample(), path, caption=caption)
         return path
 
-    def evaluate(self, log: Any) -> dict[str, Any] | None:
-        """The algorithm's own quality figures (PSNR/SSIM, attribute accuracy, ...) where it has them,
-        logged to metrics.jsonl as {"step": N, "eval": {...}}."""
-        evaluate = getattr(self.algorithm, "evaluate", None)
-        if evaluate is None or not self.parallel.is_main:
+    def _quality_evaluator(self) -> Any:
+        """FID/KID for a generator's runs with --eval-every, built up front: a missing Inception weights
+        file then stops the run before its first step, not at its first evaluation hours later."""
+        opts = self.options
+        if not (opts.eval_every and self.parallel.is_main and hasattr(self.algorithm, "served_generator")):
             return None
-        record = {"step": self.step, "images_seen": self.images_seen, "eval": evaluate(self.dataset)}
+        from trainer.evaluation.generator_quality import GeneratorEvaluator  # loads only when used
+
+        return GeneratorEvaluator(self.dataset, opts.eval_features, opts.eval_samples, device=self.device)
+
+    def _generator_quality(self) -> dict[str, Any]:
+        """FID/KID of the served generator in eval mode, with gan-eval's latents (same seed, same draws),
+        so the logged figure is what `gan-eval` reports for this step's checkpoint."""
+        from trainer.evaluation.generator_quality import latent_generate
+
+        network, latent_dim, distribution = self.algorithm.served_generator()
+        was_training = network.training
+        network.eval()
+        try:
+            scores = self.quality(latent_generate(network, latent_dim, distribution, self.device))
+        finally:
+            network.train(was_training)
+        return {**scores, "features": self.quality.name, "eval_samples": self.quality.num_samples}
+
+    def evaluate(self, log: Any) -> dict[str, Any] | None:
+        """Quality figures logged to metrics.jsonl as {"step": N, "eval": {...}}: FID/KID for generators,
+        the algorithm's own where it has them (PSNR/SSIM, attribute accuracy, ...)."""
+        if not self.parallel.is_main:
+            return None
+        if self.quality is not None:
+            results = self._generator_quality()
+        else:
+            evaluate = getattr(self.algorithm, "evaluate", None)
+            if evaluate is None:
+                return None
+            results = evaluate(self.dataset)
+        record = {"step": self.step, "images_seen": self.images_seen, "eval": results}
         log.write(json.dumps(record) + "\n")
         log.flush()
         return record

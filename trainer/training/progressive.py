@@ -202,6 +202,10 @@ class ProgressiveGAN:
         ])
         return upsample(images, self.generator_ema.image_size // stage.resolution).float().cpu()
 
+    def served_generator(self) -> tuple[torch.nn.Module, int, str]:
+        """(G_ema, latent size, distribution): what gan-export serves, at the stage reached so far."""
+        return self.generator_ema, self.generator_ema.latent_dim, "normal"
+
     def progress(self) -> dict[str, Any]:
         stage = self.stage()
         return {"resolution": stage.resolution, "phase": stage.phase, "alpha": round(stage.alpha, 4)}

@@ -101,6 +101,10 @@ class UnconditionalGAN:
     def progress(self) -> dict[str, Any]:
         return {}
 
+    def served_generator(self) -> tuple[nn.Module, int, str]:
+        """(network, latent size, latent distribution) of what gan-export serves: the loop scores it."""
+        return self.generator, self.latent_dim, self.latent_distribution
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
