@@ -50,7 +50,8 @@ if [ "${DEMO_SERVE:-1}" = "0" ]; then
 fi
 cat <<MSG
 == serving $OUT/models on http://127.0.0.1:$PORT  (Ctrl-C to stop)
-Try, once it says it is ready:
+Open the demo page in a browser: http://127.0.0.1:$PORT/
+Or try the API, once it says it is ready:
   curl -s -X POST http://127.0.0.1:$PORT/generate -H 'Content-Type: application/json' \\
        -H 'Accept: image/png' -d '{"model": "dcgan", "num_images": 16, "seed": 42}' -o grid.png
   curl -s -X POST http://127.0.0.1:$PORT/translate -F image=@$OUT/shape.png -F attributes=colour_blue \\
@@ -58,5 +59,6 @@ Try, once it says it is ready:
   curl -s -X POST http://127.0.0.1:$PORT/super-resolve -F image=@grid.png -o grid_x4.png
   curl -s http://127.0.0.1:$PORT/models
   curl -s http://127.0.0.1:$PORT/metrics | grep '^gan_'
+Quality of these models (FID/KID on the shapes features): gan-eval $OUT/runs/dcgan
 MSG
 exec gan-serve --model-dir "$OUT/models" --host 127.0.0.1 --port "$PORT"
