@@ -22,6 +22,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from export.folders import publish_folder
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
 from trainer.export_spec import ExportSpec
 from trainer.registry import get_architecture
@@ -193,19 +194,7 @@ def export_checkpoint(
             **spec.manifest_fields,
         )
         manifest.write(staging)
-        _publish(staging, repository / name)
+        publish_folder(staging, repository / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(repository / name, manifest)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Swap the new model folder into place so a reader never sees half of one."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -28,6 +28,7 @@ from typing import Literal
 
 import onnx
 
+from export.folders import publish_folder
 from service.manifest import MANIFEST_FILENAME, MODEL_FILENAME, Manifest, TensorSpec
 
 CONFIG_FILENAME = "config.pbtxt"
@@ -204,18 +205,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _publish(staging: Path, target: Path) -> None:
-    """Swap the new model folder into place so Triton's repository poller never sees half of one."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def write_triton_model(
     model_dir: Path, triton_repo: Path, name: str | None = None, options: TritonOptions | None = None
 ) -> Path:
@@ -244,7 +233,7 @@ def write_triton_model(
         (staging / MODEL_VERSION).mkdir()
         _link_or_copy(model_path, staging / MODEL_VERSION / MODEL_FILENAME)
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the model from a Triton running as another user
-        _publish(staging, triton_repo / name)
+        publish_folder(staging, triton_repo / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return triton_repo / name

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from trainer.eval_cli import checkpoint_source, main
 from trainer.evaluation import inception
@@ -18,21 +17,7 @@ from trainer.evaluation.shapes_features import NAME
 FID, KID, KID_STD = f"fid_{NAME}", f"kid_{NAME}", f"kid_std_{NAME}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks and matrices: one thread is far faster on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "gan-forge-cache"  # shared with test_generator_quality
-    path.mkdir(exist_ok=True)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

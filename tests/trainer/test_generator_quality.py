@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from tests.conftest import TINY_CONFIGS
 from trainer.data import ImageFolderDataset, ShapesDataset
@@ -21,23 +20,7 @@ NAME = shapes_features.NAME
 KEYS = {f"fid_{NAME}", f"kid_{NAME}", f"kid_std_{NAME}"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small matrices and networks: on a shared 2-core machine spinning BLAS/OpenMP threads made KID's
-    kernel products ~80x slower than one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    """One extractor cache for the session (the CLI tests use the same folder)."""
-    path = tmp_path_factory.getbasetemp() / "gan-forge-cache"
-    path.mkdir(exist_ok=True)
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,11 +21,9 @@ FID = f"fid_{shapes_features.NAME}"
 
 
 @pytest.fixture(autouse=True)
-def shared_cache(tmp_path_factory, monkeypatch):
-    """The shapes extractor trained once for these tests (the same folder the other quality tests use)."""
-    path = tmp_path_factory.getbasetemp() / "gan-forge-cache"
-    path.mkdir(exist_ok=True)
-    monkeypatch.setenv(shapes_features.CACHE_ENV, str(path))
+def shared_cache(cache_dir, monkeypatch):
+    """The training loop finds the session's shapes-classifier-v1 cache through the environment."""
+    monkeypatch.setenv(shapes_features.CACHE_ENV, str(cache_dir))
 
 
 def run(arch, out, eval_every, data="shapes:64", steps=4):
