@@ -115,6 +115,32 @@ def test_real_shapes_score_far_better_than_noise_or_an_untrained_generator(evalu
     assert untrained[kid] > 0 and noise[kid] > 0
 
 
+def test_global_intensity_counts_for_little_and_missing_shapes_for_much(evaluator):
+    """The features must judge shapes and colours, not the background level: v1, trained on clean
+    renders only, scored real shapes on pure black worse than a generator of blank images."""
+    images = torch.stack([ShapesDataset(SIZE, 200, seed=9)[i] for i in range(200)])
+    background = images[:, :, :1, :1]  # every render's corner pixel is the plain background
+    is_background = (images - background).abs().sum(dim=1, keepdim=True) < 0.05
+    black = torch.where(is_background, torch.full_like(images, -1.0), images)
+    blank = background.expand_as(images)
+    fid = f"fid_{NAME}"
+    on_black = evaluator(_from_tensor(black))[fid]
+    no_shapes = evaluator(_from_tensor(blank))[fid]
+    assert on_black < 0.1 * no_shapes
+
+
+def _from_tensor(images: torch.Tensor):
+    """`generate` that hands out the given images in order."""
+    start = 0
+
+    def generate(n: int) -> torch.Tensor:
+        nonlocal start
+        start += n
+        return images[start - n : start]
+
+    return generate
+
+
 def test_calls_are_repeatable_and_leave_every_rng_alone(evaluator):
     generate = _random_dcgan()
     before = _rng_states()
