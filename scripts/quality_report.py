@@ -1,0 +1,173 @@
+"""Quality figures of trained runs next to random-weights baselines, for docs/quality.md.
+
+    python scripts/quality_report.py --runs demo-out/runs --sr-runs runs-quality [--write docs/quality.md]
+
+- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v2 features against the run's own data set,
+  for the trained generator, a freshly initialised one of the same config, and fresh real images (the
+  floor that sampling noise alone gives with this many images);
+- stargan: target-attribute accuracy and reconstruction L1 on held-out images, trained vs random;
+- srresnet, srgan: PSNR/SSIM on Y (border 4) of the held-out photographs, trained vs random vs bicubic.
+
+It prints the results as JSON and, with --write, replaces the block between the `quality:` markers of
+the given Markdown file with a table, and copies each run's latest sample image to docs/images/quality/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainer.data import build_dataset
+from trainer.data.shapes import ShapesDataset
+from trainer.eval_cli import checkpoint_source
+from trainer.evaluation.generator_quality import GeneratorEvaluator
+from trainer.evaluation.shapes_features import NAME as SHAPES_FEATURES
+from trainer.evaluation.stargan_eval import cached_classifier, write_example
+from trainer.evaluation.super_resolution import evaluate_upscaler, side_by_side, torch_upscaler
+from trainer.evaluation.translation import load_images, translation_metrics
+from trainer.registry import get_architecture
+from trainer.sr_eval import load_images as load_photos
+from trainer.training.checkpoint import load_checkpoint
+
+GENERATORS = ("dcgan", "lsgan", "pggan")
+FRESH_REAL_SEED = 999_331  # a shapes seed no run trains on
+BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+IMAGES = Path("docs/images/quality")
+
+
+def fid_rows(run: Path, num_samples: int) -> dict[str, Any]:
+    device = torch.device("cpu")
+    trained = checkpoint_source(run, device, random_weights=False, seed=0)
+    random = checkpoint_source(run, device, random_weights=True, seed=0)
+    dataset = build_dataset(trained.data or "shapes", trained.image_size, trained.data_seed)
+    evaluator = GeneratorEvaluator(dataset, "shapes", num_samples, seed=0, device=device)
+    fresh = ShapesDataset(trained.image_size, num_samples, seed=FRESH_REAL_SEED)
+    position = iter(range(len(fresh)))
+
+    def real_images(n: int) -> torch.Tensor:
+        return torch.stack([fresh[next(position)] for _ in range(n)])
+
+    fid, kid, _ = evaluator.keys
+    rows = {}
+    for name, generate in (("trained", trained.generate), ("random weights", random.generate),
+                           ("real images (floor)", real_images)):
+        scores = evaluator(generate)
+        rows[name] = {"fid": round(scores[fid], 2), "kid": round(scores[kid], 4)}
+    return {"step": trained.info["step"], "samples": num_samples, "features": evaluator.name, "rows": rows}
+
+
+def stargan_rows(run: Path) -> dict[str, Any]:
+    state = load_checkpoint(run)
+    arch = get_architecture("stargan")
+    config = arch.make_config(state["config"])
+    dataset = arch.dataset(state["train"]["data"], config, state["train"]["seed"])
+    classifier = cached_classifier(run, dataset, config.classifier_steps, use_cache=True)
+    held_out = dataset.held_out(config.eval_images)
+    images, labels = load_images(held_out, len(held_out))
+    trained = arch.build_generator(config)
+    trained.load_state_dict(state[arch.served_generator_key])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        random = arch.build_generator(config)
+    rows = {}
+    for name, generator in (("trained", trained), ("random weights", random)):
+        m = translation_metrics(generator.eval(), classifier, images, labels, dataset.attributes,
+                                dataset.exclusive_groups, torch.device("cpu"))
+        rows[name] = {"target_accuracy": m["target_accuracy"], "reconstruction_l1": round(m["reconstruction_l1"], 3),
+                      "classifier_on_real": m["real_accuracy"]}
+    write_example(trained, dataset, images[:2], labels[:2], IMAGES / "stargan.png", scale=4)
+    return {"step": int(state["step"]), "held_out_images": len(held_out), "rows": rows}
+
+
+def sr_rows(run: Path, arch_name: str) -> dict[str, Any]:
+    state = load_checkpoint(run)
+    arch = get_architecture(state["arch"])
+    config = arch.make_config(state["config"])
+    trained = arch.build_generator(config)
+    trained.load_state_dict(state[arch.served_generator_key])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        random = arch.build_generator(config)
+    photos, names = load_photos("photos")
+    rows: dict[str, Any] = {}
+    for name, generator in (("trained", trained), ("random weights", random)):
+        scores = evaluate_upscaler(torch_upscaler(generator.eval()), photos, config.scale, names)
+        rows[name] = {"psnr_y": round(scores["psnr_y"], 2), "ssim_y": round(scores["ssim_y"], 3)}
+        rows["bicubic"] = {"psnr_y": round(scores["bicubic_psnr_y"], 2), "ssim_y": round(scores["bicubic_ssim_y"], 3)}
+    side_by_side(photos, torch_upscaler(trained.eval()), config.scale, panel=160).save(IMAGES / f"{arch_name}.png")
+    return {"step": int(state["step"]), "images": names, "rows": rows}
+
+
+def latest_sample(run: Path, name: str) -> None:
+    shutil.copyfile(sorted((run / "samples").glob("step_*.png"))[-1], IMAGES / f"{name}.png")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    out = [f"FID/KID on the `{SHAPES_FEATURES}` features (not Inception: see above), "
+           f"{results['dcgan']['samples']} generated vs {results['dcgan']['samples']} real images, seed 0.", "",
+           "| model | steps | FID trained | FID random weights | FID real images (floor) | KID trained | "
+           "KID random weights | sample |", "|---|---|---|---|---|---|---|---|"]
+    for arch in GENERATORS:
+        r = results[arch]
+        rows = r["rows"]
+        out.append(f"| {arch} | {r['step']} | {rows['trained']['fid']} | {rows['random weights']['fid']} | "
+                   f"{rows['real images (floor)']['fid']} | {rows['trained']['kid']} | {rows['random weights']['kid']}"
+                   f" | ![{arch}](images/quality/{arch}.png) |")
+    s = results["stargan"]
+    out += ["", f"StarGAN, {s['held_out_images']} held-out images, every colour as a target "
+            f"(the judge classifies real held-out images {s['rows']['trained']['classifier_on_real']:.1%} right):", "",
+            "| model | steps | target accuracy | reconstruction L1 |", "|---|---|---|---|"]
+    for name, row in s["rows"].items():
+        out.append(f"| stargan, {name} | {s['step'] if name == 'trained' else 0} | {row['target_accuracy']:.1%} | "
+                   f"{row['reconstruction_l1']} |")
+    out += ["", "Super-resolution x4 on the held-out photographs (" + ", ".join(results["srresnet"]["images"]) +
+            "), Y channel, border 4:", "", "| model | steps | PSNR (dB) | SSIM |", "|---|---|---|---|"]
+    for arch in ("srresnet", "srgan"):
+        if arch not in results:
+            continue
+        r = results[arch]
+        for name in ("trained", "random weights"):
+            row = r["rows"][name]
+            out.append(f"| {arch}, {name} | {r['step'] if name == 'trained' else 0} | {row['psnr_y']} | "
+                       f"{row['ssim_y']} |")
+    bicubic = results["srresnet"]["rows"]["bicubic"]
+    out.append(f"| bicubic | - | {bicubic['psnr_y']} | {bicubic['ssim_y']} |")
+    return "\n".join(out)
+
+
+def write_block(path: Path, block: str) -> None:
+    text = path.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:start] + "\n" + block + "\n" + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("demo-out/runs"), help="the demo's run folders")
+    parser.add_argument("--sr-runs", type=Path, default=None,
+                        help="folder with srresnet/ and srgan/ runs (default: --runs; srgan is skipped if absent)")
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--write", type=Path, default=None, help="Markdown file whose quality block to replace")
+    args = parser.parse_args()
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for arch in GENERATORS:
+        results[arch] = fid_rows(args.runs / arch, args.num_samples)
+        latest_sample(args.runs / arch, arch)
+    results["stargan"] = stargan_rows(args.runs / "stargan")
+    sr_root = args.sr_runs or args.runs
+    for arch in ("srresnet", "srgan"):
+        if (sr_root / arch / "checkpoints").is_dir():
+            results[arch] = sr_rows(sr_root / arch, arch)
+    print(json.dumps(results, indent=1))
+    if args.write:
+        write_block(args.write, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
