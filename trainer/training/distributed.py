@@ -82,6 +82,14 @@ class DataParallel:
             p.grad = flat[offset : offset + n].view_as(p).clone()
             offset += n
 
+    def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, module: nn.Module) -> None:
+        """One update of `module` on `loss`: fresh gradients, averaged over the ranks, then the step.
+        Every algorithm updates each of its networks through this, so none can forget the average."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.average_gradients(module)
+        optimizer.step()
+
     def average_buffers(self, *modules: nn.Module) -> None:
         """Mean of floating-point buffers (running statistics) across ranks."""
         if not self.active:

@@ -157,19 +157,13 @@ class ProgressiveGAN:
         penalty = gradient_penalty(lambda x: critic(x, alpha), real, fake.float(), eps=mix)
         drift = drift_penalty(real_out)
         loss_d = self.loss.discriminator(real_out, fake_out) + self.gp_lambda * penalty + self.drift * drift
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.parallel.average_gradients(self.discriminator)
-        self.opt_d.step()
+        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
 
         critic.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         try:
             with self.autocast:
                 loss_g = self.loss.generator(critic(fake, alpha).float())
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.parallel.average_gradients(self.generator)
-            self.opt_g.step()
+            self.parallel.optimize(loss_g, self.opt_g, self.generator)
         finally:
             critic.requires_grad_(True)
         self._update_ema()

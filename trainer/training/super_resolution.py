@@ -88,10 +88,7 @@ class SRResNetTraining:
         with self.autocast:
             sr = self.generator(lr_images)
         loss = F.mse_loss(sr.float(), hr)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        self.parallel.average_gradients(self.generator)
-        self.opt_g.step()
+        self.parallel.optimize(loss, self.opt_g, self.generator)
         self.updates += 1
         return {"content": loss.detach()}
 
@@ -192,19 +189,13 @@ class SRGANTraining(SRResNetTraining):
             real_out = self.discriminator(hr)
             fake_out = self.discriminator(sr.detach())
             loss_d = self.adversarial.discriminator(real_out.float(), fake_out.float())
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.parallel.average_gradients(self.discriminator)
-        self.opt_d.step()
+        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
 
         with self.autocast:
             adversarial = self.adversarial.generator(self.discriminator(sr).float())
             content = self.content(sr.float(), hr)
             loss_g = content + self.adversarial_weight * adversarial
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.parallel.average_gradients(self.generator)
-        self.opt_g.step()
+        self.parallel.optimize(loss_g, self.opt_g, self.generator)
         self.updates += 1
         return {
             "loss_g": loss_g.detach(),

@@ -142,10 +142,7 @@ class StarGAN:
                                                  device=self.device))
             gp = gradient_penalty(self.discriminator.src, real, fake.float(), eps=mix)
         loss_d, d_terms = discriminator_loss(real_src, fake_src, real_cls, label_org, gp.float(), cfg)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.parallel.average_gradients(self.discriminator)
-        self.opt_d.step()
+        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
         d_terms = {k: v.detach() for k, v in d_terms.items()}
 
         self.iteration += 1
@@ -155,10 +152,7 @@ class StarGAN:
                 fake_src, fake_cls = self.discriminator(fake)
                 reconstructed = self.generator(fake, label_org)
             loss_g, g_terms = generator_loss(fake_src, fake_cls, label_trg, real, reconstructed, cfg)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.parallel.average_gradients(self.generator)
-            self.opt_g.step()
+            self.parallel.optimize(loss_g, self.opt_g, self.generator)
             self.last_g = {k: v.detach().float().cpu() for k, v in g_terms.items()}
         # InstanceNorm's running statistics (used with --norm-stats running) as the global batch's
         self.parallel.average_buffers(self.generator)

@@ -68,18 +68,12 @@ class UnconditionalGAN:
             real_out = self.discriminator(real)
             fake_out = self.discriminator(fake.detach())
             loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.parallel.average_gradients(self.discriminator)
-        self.opt_d.step()
+        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
 
         with self.autocast:
             fake_out_g = self.discriminator(fake)
             loss_g = self.loss.generator(fake_out_g.float())
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.parallel.average_gradients(self.generator)
-        self.opt_g.step()
+        self.parallel.optimize(loss_g, self.opt_g, self.generator)
 
         return {
             "loss_d": loss_d.detach(),
