@@ -4,7 +4,8 @@
 
 - dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v2 features against the run's own data set,
   for the trained generator, a freshly initialised one of the same config, and fresh real images (the
-  floor that sampling noise alone gives with this many images);
+  floor that sampling noise alone gives with this many images); and, for scale, fresh real shapes
+  changed in known ways (black background, contrast, one shape only, no shape);
 - stargan: target-attribute accuracy and reconstruction L1 on held-out images, trained vs random;
 - srresnet, srgan: PSNR/SSIM on Y (border 4) of the held-out photographs, trained vs random vs bicubic.
 
@@ -58,7 +59,38 @@ def fid_rows(run: Path, num_samples: int) -> dict[str, Any]:
                            ("real images (floor)", real_images)):
         scores = evaluator(generate)
         rows[name] = {"fid": round(scores[fid], 2), "kid": round(scores[kid], 4)}
-    return {"step": trained.info["step"], "samples": num_samples, "features": evaluator.name, "rows": rows}
+    return {"step": trained.info["step"], "samples": num_samples, "features": evaluator.name,
+            "image_size": trained.image_size, "rows": rows}
+
+
+def feature_checks(image_size: int, num_samples: int) -> dict[str, float]:
+    """FID of fresh real shapes changed in known ways: what the feature space makes of a black background
+    or a contrast change (nuisances) next to a collapse to one shape or no shape at all (content)."""
+    evaluator = GeneratorEvaluator(build_dataset("shapes", image_size, 0), "shapes", num_samples, seed=0)
+    fresh = ShapesDataset(image_size, num_samples, seed=FRESH_REAL_SEED)
+    images = torch.stack([fresh[i] for i in range(len(fresh))])
+    background = images[:, :, :1, :1]  # every render's corner pixel is the plain background
+    is_background = (images - background).abs().sum(dim=1, keepdim=True) < 0.05
+    squares = images[fresh.shape_labels[: len(fresh)] == 1]
+    variants = {
+        "real, black background": torch.where(is_background, torch.full_like(images, -1.0), images),
+        "real, contrast x1.3": (images * 1.3).clamp(-1.0, 1.0),
+        "squares only": squares.repeat(-(-len(fresh) // len(squares)), 1, 1, 1)[: len(fresh)],
+        "background only": background.expand_as(images),
+    }
+    fid = evaluator.keys[0]
+    return {name: round(evaluator(_in_order(variant))[fid], 2) for name, variant in variants.items()}
+
+
+def _in_order(images: torch.Tensor):
+    start = 0
+
+    def generate(n: int) -> torch.Tensor:
+        nonlocal start
+        start += n
+        return images[start - n : start]
+
+    return generate
 
 
 def stargan_rows(run: Path) -> dict[str, Any]:
@@ -98,7 +130,7 @@ def sr_rows(run: Path, arch_name: str) -> dict[str, Any]:
     for name, generator in (("trained", trained), ("random weights", random)):
         scores = evaluate_upscaler(torch_upscaler(generator.eval()), photos, config.scale, names)
         rows[name] = {"psnr_y": round(scores["psnr_y"], 2), "ssim_y": round(scores["ssim_y"], 3)}
-        rows["bicubic"] = {"psnr_y": round(scores["bicubic_psnr_y"], 2), "ssim_y": round(scores["bicubic_ssim_y"], 3)}
+    rows["bicubic"] = {"psnr_y": round(scores["bicubic_psnr_y"], 2), "ssim_y": round(scores["bicubic_ssim_y"], 3)}
     side_by_side(photos, torch_upscaler(trained.eval()), config.scale, panel=160).save(IMAGES / f"{arch_name}.png")
     return {"step": int(state["step"]), "images": names, "rows": rows}
 
@@ -118,6 +150,10 @@ def markdown(results: dict[str, Any]) -> str:
         out.append(f"| {arch} | {r['step']} | {rows['trained']['fid']} | {rows['random weights']['fid']} | "
                    f"{rows['real images (floor)']['fid']} | {rows['trained']['kid']} | {rows['random weights']['kid']}"
                    f" | ![{arch}](images/quality/{arch}.png) |")
+    checks = results["feature_checks"]
+    out += ["", f"What the `{SHAPES_FEATURES}` FID makes of real shapes changed in known ways (same sample sizes):",
+            "", "| images | FID |", "|---|---|"]
+    out += [f"| {name} | {value} |" for name, value in checks.items()]
     s = results["stargan"]
     out += ["", f"StarGAN, {s['held_out_images']} held-out images, every colour as a target "
             f"(the judge classifies real held-out images {s['rows']['trained']['classifier_on_real']:.1%} right):", "",
@@ -159,6 +195,7 @@ def main() -> None:
     for arch in GENERATORS:
         results[arch] = fid_rows(args.runs / arch, args.num_samples)
         latest_sample(args.runs / arch, arch)
+    results["feature_checks"] = feature_checks(results["dcgan"]["image_size"], args.num_samples)
     results["stargan"] = stargan_rows(args.runs / "stargan")
     sr_root = args.sr_runs or args.runs
     for arch in ("srresnet", "srgan"):
