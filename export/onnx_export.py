@@ -25,6 +25,7 @@ import torch
 from export.folders import publish_folder
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
 from trainer.export_spec import ExportSpec
+from trainer.provenance import training_command
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import load_checkpoint, resolve_checkpoint
 
@@ -190,6 +191,7 @@ def export_checkpoint(
                 exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 versions=_versions(),
                 opset=opset,
+                training_command=training_command(state),
             ),
             **spec.manifest_fields,
         )

@@ -1,12 +1,28 @@
 #!/usr/bin/env bash
-# The main job on built-in data: train small GANs, export them to ONNX, serve them on localhost.
-# Settings (environment): DEMO_OUT (default demo-out), DEMO_SERVE=0 to stop after exporting,
-# GAN_PORT (default 8000).
+# The demo on built-in data. By default it serves the committed release models (release-models/: trained
+# by scripts/train_release_models.sh, provenance in each manifest.json) at once. DEMO_TRAIN=1 trains small
+# GANs from scratch instead (about 10 minutes on 2 CPU cores), exports them to ONNX and serves those.
+# Settings (environment): DEMO_TRAIN=1, DEMO_OUT (default demo-out), DEMO_SERVE=0 to stop before serving,
+# DEMO_MODELS (the models served without DEMO_TRAIN; default release-models), GAN_PORT (default 8000).
 set -euo pipefail
 OUT=${DEMO_OUT:-demo-out}
 PORT=${GAN_PORT:-8000}
 mkdir -p "$OUT"
 start=$(date +%s)
+
+# one real image of the built-in data set, to send to /translate
+python -c "from PIL import Image; from trainer.data.shapes import render, sample_parameters; \
+Image.fromarray(render(sample_parameters(0, 3), 128)).save('$OUT/shape.png')"
+
+if [ "${DEMO_TRAIN:-0}" != "1" ]; then
+    MODELS=${DEMO_MODELS:-release-models}
+    echo "== serving the release models in $MODELS (DEMO_TRAIN=1 make demo trains them from scratch instead)"
+    for manifest in "$MODELS"/*/manifest.json; do
+        python -c "import json, sys; m = json.load(open(sys.argv[1])); p = m['provenance']; \
+print(f\"  {m['name']:9s} step {p['training_step']:>5}  {p.get('training_command', '')}\")" "$manifest"
+    done
+else
+MODELS="$OUT/models"
 
 echo "== DCGAN on shapes, 32x32 (reference widths)"
 gan-train dcgan --data shapes --image-size 32 --steps 1200 \
@@ -40,16 +56,13 @@ for arch in dcgan lsgan pggan stargan; do
     ls -1 "$OUT/runs/$arch/samples/" | tail -n 1 | sed "s|^|  $OUT/runs/$arch/samples/|"
 done
 echo "demo trained and exported in $(( $(date +%s) - start )) s"
-
-# one real image of the built-in data set, to send to /translate
-python -c "from PIL import Image; from trainer.data.shapes import render, sample_parameters; \
-Image.fromarray(render(sample_parameters(0, 3), 128)).save('$OUT/shape.png')"
+fi
 
 if [ "${DEMO_SERVE:-1}" = "0" ]; then
     exit 0
 fi
 cat <<MSG
-== serving $OUT/models on http://127.0.0.1:$PORT  (Ctrl-C to stop)
+== serving $MODELS on http://127.0.0.1:$PORT  (Ctrl-C to stop)
 Open the demo page in a browser: http://127.0.0.1:$PORT/
 Or try the API, once it says it is ready:
   curl -s -X POST http://127.0.0.1:$PORT/generate -H 'Content-Type: application/json' \\
@@ -59,6 +72,6 @@ Or try the API, once it says it is ready:
   curl -s -X POST http://127.0.0.1:$PORT/super-resolve -F image=@grid.png -o grid_x4.png
   curl -s http://127.0.0.1:$PORT/models
   curl -s http://127.0.0.1:$PORT/metrics | grep '^gan_'
-Quality of these models (FID/KID on the shapes features): gan-eval $OUT/runs/dcgan
+Quality of these models: docs/quality.md (gan-eval $MODELS/dcgan --data shapes; gan-eval-sr $MODELS/srresnet)
 MSG
-exec gan-serve --model-dir "$OUT/models" --host 127.0.0.1 --port "$PORT"
+exec gan-serve --model-dir "$MODELS" --host 127.0.0.1 --port "$PORT"

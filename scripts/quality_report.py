@@ -11,6 +11,12 @@
 
 It prints the results as JSON and, with --write, replaces the block between the `quality:` markers of
 the given Markdown file with a table, and copies each run's latest sample image to docs/images/quality/.
+
+    python scripts/quality_report.py --release release-models [--write docs/quality.md]
+
+measures the committed release models (their ONNX files, as served) against the issue-16 targets
+(trainer.evaluation.release), writes RELEASE/quality.json (which tests/e2e/test_release_models.py
+re-measures), the README's sample images in docs/images/, and with --write the `release:` block.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from trainer.data import build_dataset
 from trainer.data.shapes import ShapesDataset
 from trainer.eval_cli import checkpoint_source
+from trainer.evaluation import release
 from trainer.evaluation.generator_quality import GeneratorEvaluator
 from trainer.evaluation.shapes_features import NAME as SHAPES_FEATURES
 from trainer.evaluation.stargan_eval import cached_classifier, write_example
@@ -38,7 +45,9 @@ from trainer.training.checkpoint import load_checkpoint
 GENERATORS = ("dcgan", "lsgan", "pggan")
 FRESH_REAL_SEED = 999_331  # a shapes seed no run trains on
 BEGIN, END = "<!-- quality:begin -->", "<!-- quality:end -->"
+RELEASE_BEGIN, RELEASE_END = "<!-- release:begin -->", "<!-- release:end -->"
 IMAGES = Path("docs/images/quality")
+README_IMAGES = Path("docs/images")
 
 
 def fid_rows(run: Path, num_samples: int) -> dict[str, Any]:
@@ -176,10 +185,82 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_block(path: Path, block: str) -> None:
+def write_block(path: Path, block: str, begin: str = BEGIN, end_marker: str = END) -> None:
     text = path.read_text()
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = text.index(begin) + len(begin), text.index(end_marker)
     path.write_text(text[:start] + "\n" + block + "\n" + text[end:])
+
+
+# ------------------------------------------------------------------------------------------- release models
+def release_images(repository: Path) -> None:
+    """The README's images from the release models as served: sample grids (64 latents, seed 0), StarGAN
+    translations of four held-out shapes, and bicubic | SR | original for both SR models."""
+    from trainer.eval_cli import onnx_source
+    from trainer.sr_eval import onnx_upscaler
+    from trainer.training.images import save_grid
+    from trainer.training.translation import translation_grid
+
+    for name in release.GENERATORS:
+        source = onnx_source(repository / name, torch.device("cpu"))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            images = source.generate(64)
+        save_grid(images, README_IMAGES / f"{name}_shapes_32.png", nrow=8)
+    translator = release.OnnxTranslator(repository / "stargan")
+    arch = get_architecture("stargan")
+    config = arch.make_config({"image_size": translator.manifest.image_size})
+    held_out = arch.dataset(release.STARGAN_DATA, config, 0).held_out(4)
+    images, labels = load_images(held_out, 4)
+    grid = translation_grid(translator, images, labels, held_out.attributes, held_out.exclusive_groups)  # type: ignore[arg-type]
+    save_grid(torch.nn.functional.interpolate(grid, scale_factor=4, mode="nearest"),
+              README_IMAGES / "stargan_shapes_32.png", caption="input | " + " | ".join(held_out.attributes))
+    photos, _ = load_photos("photos")
+    for name in ("srresnet", "srgan"):
+        upscale, scale = onnx_upscaler(repository / name)
+        side_by_side(photos, upscale, int(scale or 4), panel=200).save(README_IMAGES / f"{name}_side_by_side.png")
+
+
+def release_markdown(results: dict[str, Any], repository: Path) -> str:
+    """The targets table and the SR colour table of docs/quality.md's release block."""
+    out = [f"Measured on the ONNX files in `{repository}/` by `python scripts/quality_report.py --release "
+           f"{repository}` (re-measured by tests/e2e/test_release_models.py).", "",
+           "| model | steps | measure | value | target | met |", "|---|---|---|---|---|---|"]
+    for row in release.summary(results):
+        value = row["value"]
+        shown = f"{value:.1%}" if row["metric"] in ("shape_confident", "shape_share_min", "target_accuracy",
+                                                     "shape_kept") else f"{value:.3g}"
+        threshold = row["threshold"]
+        target = f"{threshold:.0%}" if row["metric"] in ("shape_confident", "shape_share_min", "target_accuracy",
+                                                          "shape_kept") else f"{threshold:g}"
+        out.append(f"| {row['model']} | {results[row['model']]['step']} | {row['label']} | {shown} | "
+                   f"{row['op']} {target} | {'yes' if row['met'] else '**no**'} |")
+    if "dcgan" in results:
+        out += ["", "Real shapes score {:.1%} on \"samples that are a shape (p >= 0.9)\" with the same classifier "
+                "and sample size: the floor of that figure.".format(results["dcgan"]["real_shape_confident"])]
+    out += ["", "Super-resolution x4 on the held-out photographs (chelsea, coffee, flower), border 4; CbCr error "
+            "in 8-bit levels; sharpness = Y gradient energy / the original's:", "",
+            "| model | steps | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | CbCr error | sharpness |",
+            "|---|---|---|---|---|---|---|"]
+    for name in ("srresnet", "srgan"):
+        if name in results:
+            r = results[name]
+            out.append(f"| {name} | {r['step']} | {r['psnr_y']:.2f} | {r['ssim_y']:.3f} | {r['psnr_rgb']:.2f} | "
+                       f"{r['chroma_error']:.2f} | {r['sharpness']:.3f} |")
+    if "srresnet" in results:
+        r = results["srresnet"]
+        out.append(f"| bicubic | - | {r['bicubic_psnr_y']:.2f} | {r['bicubic_ssim_y']:.3f} | "
+                   f"{r['bicubic_psnr_rgb']:.2f} | {r['bicubic_chroma_error']:.2f} | {r['bicubic_sharpness']:.3f} |")
+    return "\n".join(out)
+
+
+def release_report(repository: Path, write: Path | None, images: bool) -> None:
+    results = release.measure_all(repository)
+    release.write_json(repository / "quality.json", results)
+    print(json.dumps(release.summary(results), indent=1))
+    if images:
+        release_images(repository)
+    if write:
+        write_block(write, release_markdown(results, repository), RELEASE_BEGIN, RELEASE_END)
 
 
 def main() -> None:
@@ -189,7 +270,14 @@ def main() -> None:
                         help="folder with srresnet/ and srgan/ runs (default: --runs; srgan is skipped if absent)")
     parser.add_argument("--num-samples", type=int, default=2000)
     parser.add_argument("--write", type=Path, default=None, help="Markdown file whose quality block to replace")
+    parser.add_argument("--release", type=Path, default=None,
+                        help="measure the release models in this model repository instead (see above)")
+    parser.add_argument("--no-images", dest="images", action="store_false",
+                        help="with --release: do not rewrite the README's images")
     args = parser.parse_args()
+    if args.release is not None:
+        release_report(args.release, args.write, args.images)
+        return
     IMAGES.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     for arch in GENERATORS:

@@ -183,6 +183,10 @@ def format_text(report: dict[str, Any]) -> str:
         f"fid_{name}  {report[f'fid_{name}']:.4f}",
         f"kid_{name}  {report[f'kid_{name}']:.5f} ± {report[f'kid_std_{name}']:.5f}",
     ]
+    if "shape_confident" in report:
+        shares = ", ".join(f"{k[6:]} {v:.1%}" for k, v in report.items() if k.startswith("share_"))
+        lines.append(f"shape_confident  {report['shape_confident']:.1%} (real images "
+                     f"{report.get('real_shape_confident', float('nan')):.1%}); shapes: {shares}")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from tests.conftest import TINY_CONFIGS as TINY
@@ -105,3 +106,33 @@ def test_cli_help_documents_the_paper_defaults_and_data_specs(capsys):
                  "--num-iters-decay", "--g-conv-dim", "--d-repeat-num"):
         assert flag in text
     assert "celeba:ROOT" in text and "csv:IMAGES_DIR,ATTRS.csv" in text and "(paper: 10)" in text
+
+
+def test_shape_kept_passes_an_identity_and_fails_a_generator_that_blurs_shapes_away():
+    """The attribute classifier judges only colours; shape_kept is what catches a translation to a blob."""
+    from trainer.data.labelled import build_labelled_dataset
+    from trainer.evaluation.translation import fit_classifier, load_images, shape_judge, translation_metrics
+    from trainer.registry import get_architecture
+
+    config = get_architecture("stargan").make_config({"image_size": 16, "attributes": "colour_red,colour_green"})
+    dataset = build_labelled_dataset("shapes:64", config, 0)
+    held_out = dataset.held_out(48)
+    images, labels = load_images(held_out, len(held_out))
+    classifier, judge = fit_classifier(dataset, 5), shape_judge(held_out)
+    assert judge is not None
+
+    def identity(x, c):
+        return x
+
+    def blur(x, c):
+        return torch.nn.functional.avg_pool2d(x, 9, stride=1, padding=4, count_include_pad=False)
+
+    for generator in (identity, blur):
+        generator.eval = generator.train = lambda *a, g=generator: g  # what translation_metrics calls
+        generator.training = False
+    kept = translation_metrics(identity, classifier, images, labels, dataset.attributes, dataset.exclusive_groups,
+                               torch.device("cpu"), judge)
+    lost = translation_metrics(blur, classifier, images, labels, dataset.attributes, dataset.exclusive_groups,
+                               torch.device("cpu"), judge)
+    assert kept["shape_kept"] == pytest.approx(kept["real_shape_accuracy"], abs=0.05)
+    assert kept["shape_kept"] > 0.7 and lost["shape_kept"] < kept["shape_kept"] - 0.2

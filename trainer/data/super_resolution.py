@@ -10,7 +10,8 @@ Specs (`--data`):
 Each item is one HR crop (`crop_size`, 96 in the paper) turned by one of the 8 flips/rotations, as
 `{"lr": [3, c/s, c/s] in [0, 1], "hr": [3, c, c] in [-1, 1]}` (the paper's ranges). The LR is the HR crop
 downsampled with Pillow's bicubic filter (antialiased, like MATLAB's imresize) and rounded to uint8, as
-a saved LR image would be. The crop position and the flip/rotation are a pure function of
+a saved LR image would be. With colour augmentation (`--colour-augment`, on by default for `photos`: see
+colour_augment for why) the HR crop is recoloured first. The crop position and the flip/rotation are a pure function of
 (seed, index), so a batch depends only on (seed, images seen) and resume stays exact; to draw many
 different crops per image, the data set has `crops_per_image` indices per image (about 65k items per
 sampler epoch in all), each with its own crop.
@@ -30,6 +31,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from trainer.data import colour_augment
 from trainer.data.image_folder import DatasetError, find_images, load_rgb
 from trainer.data.shapes import ShapesDataset
 
@@ -172,6 +174,7 @@ class SRCropDataset(Dataset):
         seed: int,
         kind: str,
         source: str = "",
+        recolour: bool = False,
     ) -> None:
         if crop_size % scale:
             raise DatasetError(f"crop size {crop_size} is not a multiple of the scale {scale}")
@@ -179,6 +182,7 @@ class SRCropDataset(Dataset):
             raise DatasetError(f"{kind}: no training images")
         self.train, self.eval_images, self.eval_names = train, eval_images, eval_names
         self.crop_size, self.scale, self.seed, self.kind, self.source = crop_size, scale, seed, kind, source
+        self.recolour = recolour
         self.crops_per_image = max(1, math.ceil(CROPS_PER_EPOCH / len(train)))
         if train.arrays is not None:
             self.images = train.arrays  # the loop reads this attribute as "in memory: no worker processes"
@@ -195,6 +199,8 @@ class SRCropDataset(Dataset):
         c = self.crop_size
         top, left = int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
         hr = dihedral(image[top : top + c, left : left + c], int(rng.integers(8)))
+        if self.recolour:  # drawn after the crop and flip, so crops without it are unchanged
+            hr = colour_augment.recolour(hr, rng)
         return bicubic_downscale(hr, self.scale), hr
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -211,6 +217,7 @@ class SRCropDataset(Dataset):
             "eval_images": self.eval_names,
             "crops_per_image": self.crops_per_image,
             "length": len(self),
+            "colour_augment": self.recolour,
         }
 
 
@@ -269,16 +276,17 @@ def held_out_indices(n: int) -> list[int]:
     return sorted({int((i + 0.5) * n / count) for i in range(count)})
 
 
-def photos_dataset(crop_size: int, scale: int, seed: int) -> SRCropDataset:
+def photos_dataset(crop_size: int, scale: int, seed: int, recolour: bool = False) -> SRCropDataset:
     train_paths, eval_paths = photo_paths(PHOTOS_TRAIN), photo_paths(PHOTOS_EVAL)
     train_names, eval_names = [e[2] for e in PHOTOS_TRAIN], [e[2] for e in PHOTOS_EVAL]
     train_paths, train_names = _split_training(train_paths, train_names, crop_size, "the built-in photos")
     eval_images, eval_names = _load_eval(eval_paths, eval_names, scale)
     train = _from_paths(train_paths, train_names, in_memory=True)
-    return SRCropDataset(train, eval_images, eval_names, crop_size=crop_size, scale=scale, seed=seed, kind="photos")
+    return SRCropDataset(train, eval_images, eval_names, crop_size=crop_size, scale=scale, seed=seed, kind="photos",
+                         recolour=recolour)
 
 
-def folder_dataset(root: Path, crop_size: int, scale: int, seed: int) -> SRCropDataset:
+def folder_dataset(root: Path, crop_size: int, scale: int, seed: int, recolour: bool = False) -> SRCropDataset:
     paths = find_images(root)
     if not paths:
         raise DatasetError(f"no images in {root} (searched recursively for .png, .jpg, .jpeg, .webp, .bmp)")
@@ -294,29 +302,32 @@ def folder_dataset(root: Path, crop_size: int, scale: int, seed: int) -> SRCropD
     in_memory = sum(w * h * 3 for w, h in sizes) <= IN_MEMORY_BYTES
     train = _from_paths(train_paths, train_names, in_memory)
     return SRCropDataset(train, eval_images, eval_names, crop_size=crop_size, scale=scale, seed=seed,
-                         kind="folder", source=str(root))
+                         kind="folder", source=str(root), recolour=recolour)
 
 
-def shapes_dataset(length: int, crop_size: int, scale: int, seed: int) -> SRCropDataset:
+def shapes_dataset(length: int, crop_size: int, scale: int, seed: int, recolour: bool = False) -> SRCropDataset:
     side = max(2 * crop_size, 64)
     shapes = ShapesDataset(image_size=side, length=length + SHAPES_EVAL, seed=seed)
     arrays = [img.permute(1, 2, 0).numpy() for img in shapes.images]
     train = ImageSet(names=[f"shape_{i}" for i in range(length)], arrays=arrays[:length])
     eval_images = [modcrop(a, scale) for a in arrays[length:]]
     eval_names = [f"shape_{i}" for i in range(length, length + SHAPES_EVAL)]
-    return SRCropDataset(train, eval_images, eval_names, crop_size=crop_size, scale=scale, seed=seed, kind="shapes")
+    return SRCropDataset(train, eval_images, eval_names, crop_size=crop_size, scale=scale, seed=seed, kind="shapes",
+                         recolour=recolour)
 
 
 def build_sr_dataset(spec: str, config: Any, seed: int = 0) -> SRCropDataset:
-    """`--data` for the super-resolution architectures (config: crop_size and scale)."""
+    """`--data` for the super-resolution architectures (config: crop_size, scale and optionally
+    colour_augment, see colour_augment.resolve)."""
     kind, _, arg = spec.partition(":")
     crop_size, scale = int(config.crop_size), int(config.scale)
+    recolour = colour_augment.resolve(str(getattr(config, "colour_augment", "off")), kind)
     if kind == "photos" and not arg:
-        return photos_dataset(crop_size, scale, seed)
+        return photos_dataset(crop_size, scale, seed, recolour)
     if kind == "folder":
         if not arg:
             raise DatasetError("folder:PATH needs a path, e.g. --data folder:~/DIV2K_train_HR")
-        return folder_dataset(Path(arg).expanduser(), crop_size, scale, seed)
+        return folder_dataset(Path(arg).expanduser(), crop_size, scale, seed, recolour)
     if kind == "shapes":
         try:
             length = int(arg) if arg else SHAPES_DEFAULT_LENGTH
@@ -324,6 +335,6 @@ def build_sr_dataset(spec: str, config: Any, seed: int = 0) -> SRCropDataset:
             raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None
         if length < 1:
             raise DatasetError(f"shapes:N needs N >= 1, got {length}")
-        return shapes_dataset(length, crop_size, scale, seed)
+        return shapes_dataset(length, crop_size, scale, seed, recolour)
     raise DatasetError(f"unknown data spec {spec!r} for super-resolution: use 'photos' (built in), "
                        "'folder:PATH' (HR images) or 'shapes[:N]'")

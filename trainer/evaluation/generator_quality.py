@@ -115,7 +115,8 @@ class GeneratorEvaluator:
     - `num_samples` generated images per call; the real side is a fixed random subset of the data of the
       same size (all of it when smaller), chosen from `seed`. `seed` also seeds the global RNG that
       `generate` draws its latents from, so every call sees the same latents.
-    - Returns {f"fid_{name}", f"kid_{name}", f"kid_std_{name}"} where name is `self.name`.
+    - Returns {f"fid_{name}", f"kid_{name}", f"kid_std_{name}"} where name is `self.name`, and for the
+      shapes features also shapes_features.shape_verdicts (share of confident shapes, each shape's share).
     """
 
     def __init__(
@@ -153,14 +154,22 @@ class GeneratorEvaluator:
             for start in range(0, self.real_samples, batch_size)
         )
         self.real_mu, self.real_sigma = gaussian_fit(self.real_features)
+        self.real_verdicts = self._verdicts(self.real_features)
+
+    def _verdicts(self, features: np.ndarray) -> dict[str, float]:
+        """shapes_features.shape_verdicts for the shapes features (empty for Inception's)."""
+        if not isinstance(self.extractor, ShapesExtractor):
+            return {}
+        return shapes_features.shape_verdicts(self.extractor.net, torch.from_numpy(features).to(self.device))
 
     @property
     def keys(self) -> tuple[str, str, str]:
         return f"fid_{self.name}", f"kid_{self.name}", f"kid_std_{self.name}"
 
     def describe(self) -> dict[str, Any]:
+        real = {f"real_{k}": v for k, v in self.real_verdicts.items() if k == "shape_confident"}
         return {"features": self.name, "num_samples": self.num_samples, "real_samples": self.real_samples,
-                "seed": self.seed}
+                "seed": self.seed, **real}
 
     @torch.no_grad()
     def _features(self, batches: Any) -> np.ndarray:
@@ -186,4 +195,4 @@ class GeneratorEvaluator:
         fid = frechet_distance(self.real_mu, self.real_sigma, *gaussian_fit(fake))
         kid, kid_std = kernel_inception_distance(self.real_features, fake, seed=self.seed)
         fid_key, kid_key, kid_std_key = self.keys
-        return {fid_key: fid, kid_key: kid, kid_std_key: kid_std}
+        return {fid_key: fid, kid_key: kid, kid_std_key: kid_std, **self._verdicts(fake)}

@@ -156,6 +156,24 @@ def attribute_accuracy(model: ShapesFeatureNet, image_size: int, length: int, se
     }
 
 
+CONFIDENT = 0.9  # a sample "is a shape" when the shape head gives one class at least this probability
+
+
+@torch.no_grad()
+def shape_verdicts(model: ShapesFeatureNet, features: Tensor, confident: float = CONFIDENT) -> dict[str, float]:
+    """What the shape head makes of images, from their features (`model.features` output): the share
+    classified as some shape with probability >= `confident` (a blob or a half-square half-circle is not),
+    and each shape's share of the argmax verdicts (a dropped mode shows as a share near 0). FID alone
+    mixes both failures with colour and position; these name them."""
+    hidden = features.float() / model.feature_scale
+    probs = torch.softmax(model.shape_head(hidden), dim=1)
+    top, label = probs.max(dim=1)
+    shares = torch.bincount(label, minlength=len(SHAPES)).float() / max(1, label.numel())
+    out = {"shape_confident": float((top >= confident).float().mean()), "shape_share_min": float(shares.min())}
+    out.update({f"share_{name}": float(shares[i]) for i, name in enumerate(SHAPES)})
+    return out
+
+
 def default_cache_dir() -> Path:
     """$GAN_FORGE_CACHE, else $XDG_CACHE_HOME/gan-forge, else ~/.cache/gan-forge."""
     if os.environ.get(CACHE_ENV):

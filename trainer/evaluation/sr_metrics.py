@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from trainer.data.colour_augment import mean_chroma_error
+
 SSIM_SIGMA = 1.5
 SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5), as scipy/scikit-image truncate the Gaussian: an 11x11 window
 SSIM_K1, SSIM_K2 = 0.01, 0.03
@@ -80,3 +82,27 @@ def sr_scores(output: np.ndarray, target: np.ndarray, border: int) -> tuple[floa
         raise ValueError(f"output {output.shape} and target {target.shape} differ in shape")
     y_out, y_ref = shave(rgb_to_y(output), border), shave(rgb_to_y(target), border)
     return psnr(y_out, y_ref), ssim(y_out, y_ref)
+
+
+def colour_scores(output: np.ndarray, target: np.ndarray, border: int) -> tuple[float, float]:
+    """(PSNR on RGB, mean |CbCr error| in 8-bit levels), `border` pixels removed: the colour that Y-only
+    PSNR/SSIM cannot see (an SR model that shifts hues keeps its Y score)."""
+    if output.shape != target.shape:
+        raise ValueError(f"output {output.shape} and target {target.shape} differ in shape")
+    out, ref = shave(np.asarray(output, np.float64), border), shave(np.asarray(target, np.float64), border)
+    return psnr(out, ref), mean_chroma_error(out, ref)
+
+
+def gradient_energy(y: np.ndarray) -> float:
+    """Mean squared finite difference (horizontal and vertical) of a luma image: its high-frequency energy."""
+    return float(np.mean(np.diff(y, axis=0) ** 2) + np.mean(np.diff(y, axis=1) ** 2))
+
+
+def sharpness_ratio(output: np.ndarray, target: np.ndarray, border: int) -> float:
+    """Gradient energy of the output's Y over the original's: 1.0 is as sharp as the original.
+
+    Why this measure for SRGAN: its claim over SRResNet is restored high-frequency texture, where a pixel
+    loss averages the plausible textures into blur, which removes gradient energy. It needs no downloaded
+    weights (LPIPS needs AlexNet/VGG's). It rewards noise as well as detail, so it is read next to PSNR,
+    and a ratio well above 1 means artefacts, not sharpness."""
+    return gradient_energy(shave(rgb_to_y(output), border)) / gradient_energy(shave(rgb_to_y(target), border))

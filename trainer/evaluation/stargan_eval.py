@@ -20,7 +20,13 @@ import torch
 
 from trainer.data import DatasetError
 from trainer.evaluation.attribute_classifier import AttributeClassifier
-from trainer.evaluation.translation import classifier_key, fit_classifier, load_images, translation_metrics
+from trainer.evaluation.translation import (
+    classifier_key,
+    fit_classifier,
+    load_images,
+    shape_judge,
+    translation_metrics,
+)
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import CheckpointError, load_checkpoint
 from trainer.training.images import save_grid
@@ -82,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         classifier = cached_classifier(run_dir, dataset, config.classifier_steps, args.cache)
         held_out = dataset.held_out(args.images or config.eval_images)
         images, labels = load_images(held_out, len(held_out))
+        judge = shape_judge(held_out)
     except (DatasetError, CheckpointError, ValueError) as exc:
         print(f"gan-eval-stargan: error: {exc}", file=sys.stderr)
         return 2
     report = translation_metrics(generator, classifier, images, labels, dataset.attributes, dataset.exclusive_groups,
-                                 torch.device("cpu"))
+                                 torch.device("cpu"), judge)
     report = {"step": int(state["step"]), **report}
     if args.png is not None:
         write_example(generator, dataset, images[: args.png_images], labels[: args.png_images], args.png,

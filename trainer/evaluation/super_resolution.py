@@ -18,9 +18,12 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from trainer.data.super_resolution import bicubic_downscale, bicubic_upscale, lr_tensor, modcrop
-from trainer.evaluation.sr_metrics import sr_scores
+from trainer.evaluation.sr_metrics import colour_scores, sharpness_ratio, sr_scores
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
+# means over the images; chroma_error is mean |CbCr| error in 8-bit levels, sharpness the Y gradient-energy ratio
+SUMMARY_KEYS = ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y", "psnr_rgb", "bicubic_psnr_rgb",
+                "chroma_error", "bicubic_chroma_error", "sharpness", "bicubic_sharpness")
 
 
 def to_uint8_image(output: torch.Tensor) -> np.ndarray:
@@ -48,7 +51,8 @@ def evaluate_upscaler(
     upscale: Upscaler, images: Sequence[np.ndarray], scale: int, names: Sequence[str] | None = None,
     border: int | None = None,
 ) -> dict[str, Any]:
-    """Mean PSNR/SSIM (Y, border removed) of the upscaler and of bicubic, plus the per-image scores."""
+    """Mean PSNR/SSIM (Y, border removed), PSNR on RGB, CbCr error and sharpness ratio (sr_metrics) of the
+    upscaler and of bicubic, plus the per-image scores."""
     border = scale if border is None else border
     names = list(names) if names is not None else [f"image_{i}" for i in range(len(images))]
     per_image = []
@@ -59,10 +63,16 @@ def evaluate_upscaler(
         if sr.shape != hr.shape:
             raise ValueError(f"{name}: the upscaler returned {sr.shape} for an LR of {lr.shape} (expected {hr.shape})")
         p, s = sr_scores(sr, hr, border)
-        bp, bs = sr_scores(bicubic_upscale(lr, scale), hr, border)
-        per_image.append({"name": name, "psnr_y": p, "ssim_y": s, "bicubic_psnr_y": bp, "bicubic_ssim_y": bs})
+        bicubic = bicubic_upscale(lr, scale)
+        bp, bs = sr_scores(bicubic, hr, border)
+        rgb, chroma = colour_scores(sr, hr, border)
+        brgb, bchroma = colour_scores(bicubic, hr, border)
+        per_image.append({"name": name, "psnr_y": p, "ssim_y": s, "bicubic_psnr_y": bp, "bicubic_ssim_y": bs,
+                          "psnr_rgb": rgb, "chroma_error": chroma, "bicubic_psnr_rgb": brgb,
+                          "bicubic_chroma_error": bchroma, "sharpness": sharpness_ratio(sr, hr, border),
+                          "bicubic_sharpness": sharpness_ratio(bicubic, hr, border)})
     summary: dict[str, Any] = {"images": len(per_image), "scale": scale, "border": border}
-    for key in ("psnr_y", "ssim_y", "bicubic_psnr_y", "bicubic_ssim_y"):
+    for key in SUMMARY_KEYS:
         summary[key] = float(np.mean([r[key] for r in per_image])) if per_image else math.nan
     summary["per_image"] = per_image
     return summary

@@ -51,6 +51,9 @@ class SRResNetConfig:
     lr_drop_step: int = option(0, "multiply the learning rate by --lr-drop-factor from this step on (0: never; "
                                   "paper SRResNet: constant 1e-4 for 1e6 updates)")
     lr_drop_factor: float = option(0.1, "learning-rate factor after --lr-drop-step (paper: 1e-4 -> 1e-5)")
+    colour_augment: str = option("auto", "recolour training crops (hue, saturation, tint; Y kept): auto = on for "
+                                         "the 11 bundled photos, whose colours are too few, off otherwise; on | off "
+                                         "(paper: none, ImageNet covers the colours)")
 
 
 @dataclass
