@@ -1,5 +1,5 @@
 # Two entry points that work on a fresh machine with only python3:
-#   make demo  - virtualenv, install, train small GANs on built-in data, export, serve
+#   make demo  - virtualenv, install, serve the committed release models (DEMO_TRAIN=1: train small GANs first)
 #   make test  - virtualenv, install, lint, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
