@@ -195,13 +195,7 @@ class Batcher:
         rows = int(next(iter(feeds.values())).shape[0])
         if rows < 1 or any(int(arr.shape[0]) != rows for arr in feeds.values()):
             raise ValueError("every input needs the same, non-zero number of rows")
-        if self._queued_rows + rows > self.max_queue_rows:
-            if self._metrics is not None:
-                self._m_rejected["queue_full"].inc()
-            raise QueueFull(
-                f"model {self.name!r} is at capacity ({self._queued_rows} of {self.max_queue_rows} "
-                f"rows queued); retry shortly"
-            )
+        self.check_room(rows)
         now = loop.time()
         deadline = now + timeout if timeout is not None else math.inf
         job = _Job(feeds, rows, _group_key(feeds), loop.create_future(), deadline, now, finish)
@@ -221,6 +215,17 @@ class Batcher:
                 timer.cancel()
             if watcher is not None:
                 watcher.cancel()
+
+    def check_room(self, rows: int) -> None:
+        """Raise `QueueFull` unless `rows` more rows fit in the queue now (callers check before they
+        build a request's inputs, so a refusal costs no sampling or decoding)."""
+        if self._queued_rows + rows > self.max_queue_rows:
+            if self._metrics is not None:
+                self._m_rejected["queue_full"].inc()
+            raise QueueFull(
+                f"model {self.name!r} is at capacity ({self._queued_rows} of {self.max_queue_rows} "
+                f"rows queued); retry shortly"
+            )
 
     def _set_queued(self, rows: int) -> None:
         self._queued_rows = rows

@@ -140,6 +140,14 @@ class ModelRegistry:
     def not_ready_reasons(self) -> list[str]:
         return [f"{entry.name}: {entry.error or entry.state}" for entry in self.entries.values() if not entry.ready]
 
+    def batch_size(self, entry: ModelEntry) -> int:
+        """Most rows per ONNX Runtime call for `entry`: super-resolution tiles carry x`scale` feature
+        maps, so their batch (and with it the process's peak memory) has its own bound."""
+        s = self.settings
+        if entry.manifest.task == "super_resolve" and s.sr_max_batch_size:
+            return min(s.sr_max_batch_size, s.max_batch_size)
+        return s.max_batch_size
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, metrics: Metrics | None = None, finish_executor: Executor | None = None) -> None:
@@ -152,7 +160,7 @@ class ModelRegistry:
             entry.batcher = Batcher(
                 entry.name,
                 entry.runtime.run,
-                max_batch_size=s.max_batch_size,
+                max_batch_size=self.batch_size(entry),
                 max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
                 max_queue_rows=s.max_queue_size,
                 metrics=metrics,
@@ -180,7 +188,7 @@ class ModelRegistry:
             entry.state = "warming"
             try:
                 executor = entry.batcher.executor if entry.batcher is not None else None
-                for batch in sorted({1, self.settings.max_batch_size}):
+                for batch in sorted({1, self.batch_size(entry)}):
                     feeds = entry.runtime.dummy_feeds(batch)
                     out = await loop.run_in_executor(executor, entry.runtime.run, feeds)
                     if out.shape[0] != batch:
