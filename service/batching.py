@@ -215,6 +215,9 @@ class Batcher:
                 timer.cancel()
             if watcher is not None:
                 watcher.cancel()
+            # A raised error's traceback holds this frame, and the frame the job, whose future holds the
+            # error: a cycle that would keep the job's arrays until the next full garbage collection.
+            del job, timer, watcher
 
     def check_room(self, rows: int) -> None:
         """Raise `QueueFull` unless `rows` more rows fit in the queue now (callers check before they
@@ -238,6 +241,8 @@ class Batcher:
         if left:
             job.taken = job.rows
             self._set_queued(self._queued_rows - left)
+            with contextlib.suppress(ValueError):  # leave the queue now, not when the worker next looks
+                self._pending.remove(job)
         if job.future.done():
             return False
         if exc is None:
@@ -280,6 +285,7 @@ class Batcher:
             task = loop.create_task(self._run_guarded(batch), name=f"batch-{self.name}")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            del batch, task  # not kept alive (with its inputs) while the worker waits for the next one
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[tuple[_Job, int, int]]:
         """Wait for a first job, then until the batch is full or its delay is over; take it."""

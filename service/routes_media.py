@@ -133,6 +133,9 @@ async def infer_rows(
         watcher.cancel()
         for task in tasks:
             task.cancel()
+        # The error on its way out holds this frame in its traceback; without these the frame would
+        # hold the chunks' tasks and their errors (and those this frame): a cycle keeping the arrays.
+        del work, tasks, watcher
 
 
 # ---------------------------------------------------------------------------- /super-resolve

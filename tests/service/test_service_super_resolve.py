@@ -252,7 +252,8 @@ def test_sixteen_bit_grayscale_is_scaled_not_clipped() -> None:
 
 def test_tiles_of_concurrent_requests_share_onnxruntime_calls(live_server: Any, sr_repo: Path) -> None:
     settings = Settings(
-        model_dir=sr_repo, sr_tile_size=16, sr_tile_overlap=2, max_batch_size=64, sr_max_batch_size=0, inference_streams=1
+        model_dir=sr_repo, sr_tile_size=16, sr_tile_overlap=2, max_batch_size=64, sr_max_batch_size=0,
+        inference_streams=1,
     )
     registry = ModelRegistry.load(settings)
     runtime = registry.entries["sr"].runtime
