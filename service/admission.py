@@ -11,7 +11,12 @@ the headers alone and per process (each uvicorn worker process counts for itself
 * every model of the endpoint's task with a full queue -> 503 `overloaded` (the handler still checks
   the exact rows before it draws a latent);
 
-and while the body arrives: a chunked body is counted against the same cap (413 once it passes it)
+An overload refusal is held `GAN_OVERLOAD_DELAY_S` (1 s) before it is sent: holding it costs a
+sleeping coroutine, while a client that ignores `Retry-After` (a load tester, a naive retry loop) and
+asks again at once would otherwise turn the CPU the admitted requests need into 503s. A client that
+honours `Retry-After` waits that long anyway.
+
+And while the body arrives: a chunked body is counted against the same cap (413 once it passes it)
 and the whole body must arrive within `GAN_BODY_TIMEOUT_S` (408), so a slow client holds neither a
 handler nor memory for long. When the guard answers mid-body, the handler sees a disconnected client
 and whatever it would still send is dropped.
@@ -62,6 +67,7 @@ class AdmissionMiddleware:
         self.body_timeout_s = settings.body_timeout_s
         self.max_upload = settings.max_upload_bytes
         self.retry_after = [(b"retry-after", str(settings.retry_after_s).encode())]
+        self.overload_delay_s = settings.overload_delay_s
         #: Inference requests between admission and their response (this process).
         self.inflight = 0
         self._generate_limit: int | None = None
@@ -91,8 +97,11 @@ class AdmissionMiddleware:
             return default.name if default is not None else ""
         return None
 
-    def _reject(self, model: str, reason: str) -> None:
+    async def _refuse_overloaded(self, send: Send, model: str, reason: str, message: str) -> None:
         self.state.metrics.rejections.labels(model, reason).inc()
+        if self.overload_delay_s:
+            await asyncio.sleep(self.overload_delay_s)  # see the module docstring: pacing costs no CPU
+        await send_error(send, 503, "overloaded", message, self.retry_after)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -110,18 +119,13 @@ class AdmissionMiddleware:
         task = TASK_OF_PATH.get(path)
         if task is not None:
             if self.inflight >= self.max_inflight:
-                self._reject("", "concurrency")
-                await send_error(
-                    send, 503, "overloaded",
-                    f"{self.inflight} requests in progress (the limit of this process); retry shortly",
-                    self.retry_after,
-                )
+                message = f"{self.inflight} requests in progress (the limit of this process); retry shortly"
+                await self._refuse_overloaded(send, "", "concurrency", message)
                 return
             full = self._full_queues(task)
             if full is not None:
-                self._reject(full, "queue_full")
-                await send_error(send, 503, "overloaded", f"every {task} model is at capacity; retry shortly",
-                                 self.retry_after)
+                message = f"every {task} model is at capacity; retry shortly"
+                await self._refuse_overloaded(send, full, "queue_full", message)
                 return
             self.inflight += 1
         try:

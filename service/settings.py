@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         64, ge=1, description="Inference requests in progress per process; beyond it, 503 before the body is read."
     )
+    overload_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long an overload refusal (503 before the body) is held before it is sent; paces clients "
+        "that ignore Retry-After. 0 = at once.",
+    )
     max_connections: int = Field(
         1024, ge=1, description="Open connections (and requests) per process; beyond it uvicorn answers 503."
     )
