@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service import codecs, tiling
+from service import codecs, memory, tiling
 from service import translate as tr
 from service.batching import ClientDisconnected, DeadlineExceeded
 from service.dispatch import batching_errors_as_http, resolve_model
@@ -203,17 +203,22 @@ async def super_resolve(request: Request) -> Response:
             output_range=manifest.output_range,
         )
 
-    work = await within(deadline, state, loop.run_in_executor(state.codec_pool, prepare_work))
-    await infer_rows(
-        state,
-        entry,
-        request,
-        work.tiles.count,
-        lambda first, stop: {name: work.chunk(first, stop)},
-        work.place,
-        deadline=deadline,
-    )
-    content = await loop.run_in_executor(state.codec_pool, work.encode, options.format, options.quality)
+    large = width * height * manifest.scale**2 >= memory.TRIM_AFTER_PIXELS
+    try:
+        work = await within(deadline, state, loop.run_in_executor(state.codec_pool, prepare_work))
+        await infer_rows(
+            state,
+            entry,
+            request,
+            work.tiles.count,
+            lambda first, stop: {name: work.chunk(first, stop)},
+            work.place,
+            deadline=deadline,
+        )
+        content = await loop.run_in_executor(state.codec_pool, work.encode, options.format, options.quality)
+    finally:
+        if large:  # after a large request, succeeded or not, hand the freed heap back (service.memory)
+            memory.release_soon(state.codec_pool)
     state.metrics.images.labels(entry.name).inc()
     state.metrics.output_pixels.labels(entry.name).inc(work.output_pixels)
     return Response(

@@ -178,6 +178,20 @@ def test_super_resolution_calls_shrink_the_arena_and_other_models_keep_theirs() 
     assert run_options("generate", ["CPUExecutionProvider"]) is None
 
 
+def test_a_large_super_resolution_hands_freed_heap_back(
+    live_server: Start, media_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import memory
+
+    trims: list[int] = []
+    monkeypatch.setattr(memory, "TRIM_AFTER_PIXELS", 64 * 64 * 16)
+    monkeypatch.setattr(memory, "release_free_memory", lambda: trims.append(1))
+    srv, _ = start(live_server, media_repo)
+    assert post_sr(srv.url, encode(noise(16, 16))).status_code == 200  # small: no trim
+    assert post_sr(srv.url, encode(noise(64, 64))).status_code == 200
+    wait_for(lambda: trims == [1], timeout=5, what="one trim after the large request")
+
+
 # ---------------------------------------------------------------------------- finding 3
 
 
