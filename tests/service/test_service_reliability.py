@@ -9,7 +9,6 @@ the event loop; (6) the smaller items. Memory and goodput figures are benchmarks
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import socket
 import threading
@@ -269,9 +268,9 @@ def test_large_json_bodies_are_parsed_off_the_event_loop(
 ) -> None:
     srv, _ = start(live_server, media_repo)
     threads: list[str] = []
-    real = json.loads
-    monkeypatch.setattr(json_body.json, "loads", lambda text: (threads.append(threading.current_thread().name),
-                                                                real(text))[1])
+    real = json_body.parse
+    monkeypatch.setattr(json_body, "parse", lambda text: (threads.append(threading.current_thread().name),
+                                                          real(text))[1])
     body = b'{"num_images": 1}' + b" " * (json_body.OFFLOAD_BYTES + 10)
     response = httpx.post(srv.url + "/generate", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
