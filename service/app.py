@@ -309,7 +309,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                 "headers": {"X-Seed": {"description": "Seed of a grid response", "schema": {"type": "integer"}}},
             },
-            **error_responses(400, 401, 404, 406, 413, 422, 503, 504),
+            **error_responses(400, 401, 404, 406, 408, 413, 422, 503, 504),
         },
     )
     async def generate(

@@ -167,7 +167,7 @@ def _check_cost(settings: Settings, width: int, height: int, scale: int, fmt: st
             "description": "The image upscaled x`scale`, in the requested format. Headers: `X-Scale`, `X-Tiles`.",
             "content": IMAGE_RESPONSE_CONTENT,
         },
-        **error_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        **error_responses(400, 401, 404, 408, 413, 415, 422, 503, 504),
     },
 )
 async def super_resolve(request: Request) -> Response:
@@ -270,7 +270,7 @@ def _render_translations(
             "model": TranslateResponse,
             "content": IMAGE_RESPONSE_CONTENT,
         },
-        **error_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        **error_responses(400, 401, 404, 408, 413, 415, 422, 503, 504),
     },
 )
 async def translate(request: Request) -> Response:
