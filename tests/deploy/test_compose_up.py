@@ -164,6 +164,8 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for arch, name in MODELS.items():
         run_folder = train_tiny(arch, root / "runs" / arch, steps=2).out
         export_checkpoint(run_folder, repo, name)
+    # a second DCGAN, trained one step further, for the version swap (exported by the test, into the live mount)
+    train_tiny("dcgan", root / "runs" / "dcgan-next", steps=3)
     # pytest's temporary folders are 0700: let the container's user through to the bind-mounted repository
     for folder in (root, repo):
         folder.chmod(0o755)
@@ -259,9 +261,9 @@ def test_prometheus_scrapes_the_service_and_loads_the_rules(stack: Stack) -> Non
     for _ in range(3):
         httpx.post(stack.gan_url + "/generate", json={"model": "dcgan", "seed": 2}, timeout=30).raise_for_status()
     query = 'sum(gan_requests_total{job="gan", endpoint="/generate", status="200"})'
-    counted = wait_for("a non-zero /generate request count in Prometheus",
-                       lambda: [r for r in stack.promql(query) if float(r["value"][1]) > 0], timeout=45)
-    assert float(counted[0]["value"][1]) >= 3
+    # a scrape may fall between two of the requests: wait for one that saw all three (one every 10 s)
+    wait_for("the /generate request count in Prometheus",
+             lambda: [r for r in stack.promql(query) if float(r["value"][1]) >= 3], timeout=45)
 
     rules = httpx.get(stack.prometheus_url + "/api/v1/rules", timeout=10).json()["data"]["groups"]
     expected = yaml.safe_load((REPO / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
@@ -270,6 +272,29 @@ def test_prometheus_scrapes_the_service_and_loads_the_rules(stack: Stack) -> Non
     assert all(r["health"] != "err" for g in rules for r in g["rules"]), rules
     targets = httpx.get(stack.prometheus_url + "/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
     assert {t["labels"]["job"]: t["health"] for t in targets} == {"gan": "up", "prometheus": "up"}
+
+
+def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(stack: Stack) -> None:
+    """gan-export --new-version on the host, into the folder the container reads (read-only) and polls."""
+    from export.onnx_export import export_checkpoint
+
+    assert httpx.get(stack.gan_url + "/models", timeout=10).json()["models"][0]["version"] == "flat"
+    with SteadyLoad(stack.gan_url, max_requests=1500, max_seconds=90) as load:
+        wait_for("steady load", lambda: sum(o.status == 200 for o in load.outcomes) >= 8, timeout=30, interval=0.2)
+        result = export_checkpoint(stack.models.parent / "runs" / "dcgan-next", stack.models, "dcgan",
+                                   new_version=True)
+        assert result.version == 2
+        wait_for("the service to serve version 2", lambda: next(
+            m for m in httpx.get(stack.gan_url + "/models", timeout=10).json()["models"] if m["name"] == "dcgan"
+        )["version"] == "2", timeout=60, interval=0.5)
+        swapped = len(load.outcomes)
+        wait_for("load on the new version", lambda: len(load.outcomes) >= swapped + 8, timeout=30, interval=0.2)
+    failed = [o for o in load.outcomes if o.status != 200]
+    assert not failed, f"{len(failed)} of {len(load.outcomes)} requests failed across the swap: {failed[:5]}"
+    metrics = httpx.get(stack.gan_url + "/metrics", timeout=10).text
+    assert 'gan_model_version{model="dcgan"} 2.0' in metrics
+    assert 'gan_model_swaps_total{model="dcgan",result="swapped"} 1.0' in metrics
+    print(f"\nswap under load: {len(load.outcomes)} requests, none failed", file=sys.stderr)
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The Dockerfile, its build context and the versions its images depend on.
 
 These checks run everywhere, without a Docker daemon (test_compose_up.py builds and runs serve-cpu for real
-where one exists); they catch the usual ways an image goes wrong without building it: hadolint's rules, a serving image that drags in PyTorch or runs as root, a
-dependency layer that a code change invalidates, a file the Dockerfile copies that .dockerignore leaves out
-(or a model or .env it lets in), and an onnxruntime-gpu or torch version that does not fit the CUDA of the
-base image it is installed on.
+where one exists); they catch the usual ways an image goes wrong without building it: hadolint's rules, a
+serving image that drags in PyTorch or runs as root, a dependency layer that a code change invalidates, a file
+the Dockerfile copies that .dockerignore leaves out (or a model or .env it lets in), and an onnxruntime-gpu or
+torch version that does not fit the CUDA of the base image it is installed on.
 """
 
 from __future__ import annotations
