@@ -27,10 +27,8 @@ import logging
 import time
 from contextlib import suppress
 
-from service.manifest import ManifestError
 from service.metrics import Metrics
 from service.registry import ModelEntry, ModelRegistry, load_entry
-from service.runtime import ModelLoadError
 from service.settings import Settings
 from service.versions import ModelVersion, VersionError, resolve
 
@@ -59,8 +57,7 @@ class VersionWatcher:
     async def run(self, after: asyncio.Task[None] | None = None) -> None:
         """Poll forever (cancel to stop); starts once the initial warm-up (`after`) is over."""
         if after is not None:
-            with suppress(asyncio.CancelledError, Exception):
-                await asyncio.shield(after)
+            await asyncio.wait([after])  # neither raises the warm-up's error nor swallows our own cancellation
         while True:
             await asyncio.sleep(self.settings.model_poll_s)
             try:
@@ -119,8 +116,11 @@ class VersionWatcher:
                 self.registry.start_entry(new)
                 new.state = "warming"
                 await self.registry.warm_entry(new)
-            except (SwapRefused, ManifestError, ModelLoadError, VersionError, OSError, RuntimeError,
-                    ValueError) as exc:
+            except asyncio.CancelledError:  # shutting down mid-swap: the old version is closed by registry.stop()
+                if new is not None and new.batcher is not None:
+                    await new.batcher.close()
+                raise
+            except Exception as exc:  # whatever breaks loading or warm-up, the old version keeps serving
                 if new is not None and new.batcher is not None:
                     await new.batcher.close()
                 reason = f"version {target.label} refused, {old.version_label} keeps serving: {exc}"

@@ -291,3 +291,27 @@ def test_polling_can_be_switched_off(tmp_path: Path) -> None:
         write_serving(repo / NAME, 2)
         time.sleep(0.5)
         assert served(server.url)["version"] == "1"
+
+
+def test_the_watcher_stops_when_cancelled_during_the_initial_warm_up(tmp_path: Path) -> None:
+    """A shutdown while models are still warming must not hang on the watcher (it waits for the warm-up)."""
+    import asyncio
+
+    from service.registry import ModelRegistry
+    from service.swap import VersionWatcher
+
+    repo = tmp_path / "models"
+    add_version(repo / NAME, 1, seed=1)
+
+    async def scenario() -> bool:
+        config = settings(repo)
+        watcher = VersionWatcher(ModelRegistry.load(config), config)
+        warm_up = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+        watching = asyncio.get_running_loop().create_task(watcher.run(after=warm_up))
+        await asyncio.sleep(0.05)
+        watching.cancel()
+        done, _ = await asyncio.wait([watching], timeout=2)
+        warm_up.cancel()
+        return watching in done and watching.cancelled()
+
+    assert asyncio.run(scenario())
