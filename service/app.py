@@ -51,6 +51,7 @@ from service.schemas import (
     ReadyResponse,
 )
 from service.settings import Settings
+from service.swap import VersionWatcher
 
 log = logging.getLogger("service.app")
 
@@ -75,6 +76,9 @@ class ServiceState:
     registry: ModelRegistry | None
     codec_pool: ThreadPoolExecutor
     warmup: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Follows each model folder's served version (service/swap.py); its polling task while it runs.
+    watcher: VersionWatcher | None = field(default=None, repr=False)
+    watching: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -231,6 +235,8 @@ def _model_info(entry: ModelEntry) -> ModelInfo:
         state=entry.state,
         ready=entry.ready,
         error=entry.error,
+        version=entry.version_label,
+        swap_error=entry.swap_error,
         providers=entry.runtime.providers,
         inputs=m.inputs,
         outputs=m.outputs,
@@ -268,12 +274,20 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             state.registry = ModelRegistry.load(settings)
         state.registry.start(state.metrics, finish_executor=state.codec_pool)
         state.warmup = asyncio.get_running_loop().create_task(state.registry.warm_up(), name="warm-up")
+        state.watcher = VersionWatcher(state.registry, settings, state.metrics)
+        if settings.model_poll_s > 0:
+            state.watching = asyncio.get_running_loop().create_task(
+                state.watcher.run(after=state.warmup), name="version-watcher"
+            )
         try:
             yield
         finally:
-            state.warmup.cancel()
-            with suppress(asyncio.CancelledError):
-                await state.warmup
+            for task in (state.watching, state.warmup):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
+            await state.watcher.stop()
             await state.registry.stop()
             state.codec_pool.shutdown(wait=False, cancel_futures=True)
 
