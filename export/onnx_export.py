@@ -22,8 +22,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.folders import publish_folder
+from export.folders import publish_folder, publish_version
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
+from service.versions import is_versioned
 from trainer.export_spec import ExportSpec
 from trainer.provenance import training_command
 from trainer.registry import get_architecture
@@ -42,6 +43,8 @@ class ExportError(RuntimeError):
 class ExportResult:
     directory: Path
     manifest: Manifest
+    #: The version number it was published as (REPO/NAME/<N>/), None for the flat layout.
+    version: int | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -147,9 +150,20 @@ def _tensor_specs(decls: list, dtype: str = "float32") -> list[TensorSpec]:
 
 
 def export_checkpoint(
-    checkpoint: Path, repository: Path, name: str | None = None, opset: int = DEFAULT_OPSET, fp16: bool = False
+    checkpoint: Path,
+    repository: Path,
+    name: str | None = None,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    new_version: bool = False,
+    serve: bool = True,
 ) -> ExportResult:
-    """Rebuild the served generator from `checkpoint`, export, verify and publish it as REPO/NAME/."""
+    """Rebuild the served generator from `checkpoint`, export, verify and publish it as REPO/NAME/.
+
+    A flat REPO/NAME/ is replaced, unless `new_version`: then, as whenever REPO/NAME/ already holds versions,
+    the export becomes REPO/NAME/<N+1>/ beside the older versions, and with `serve` serving.json points at it
+    (service/versions.py). A failed parity check publishes nothing either way.
+    """
     checkpoint_path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint_path)
     arch = get_architecture(state["arch"])
@@ -196,7 +210,12 @@ def export_checkpoint(
             **spec.manifest_fields,
         )
         manifest.write(staging)
-        publish_folder(staging, repository / name)
+        model_dir = repository / name
+        if new_version or is_versioned(model_dir):
+            directory, version = publish_version(staging, model_dir, serve)
+        else:
+            publish_folder(staging, model_dir)
+            directory, version = model_dir, None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(repository / name, manifest)
+    return ExportResult(directory, manifest, version)

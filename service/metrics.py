@@ -95,8 +95,21 @@ class Metrics:
         )
         self.model_info = Info(
             "gan_model",
-            "Model identity and the execution providers ONNX Runtime actually uses.",
+            "Model identity, served version and the execution providers ONNX Runtime actually uses.",
             ["model"],
+            registry=r,
+        )
+
+        self.model_version = Gauge(
+            "gan_model_version",
+            "Version number of the model folder being served (0 for the flat layout, models/NAME/model.onnx).",
+            ["model"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "gan_model_swaps",
+            "Version changes tried on a running service: result swapped, or refused (old version kept).",
+            ["model", "result"],
             registry=r,
         )
 

@@ -22,13 +22,14 @@ from service.manifest import MANIFEST_FILENAME, Manifest, ManifestError, Task
 from service.metrics import Metrics
 from service.runtime import CPU, ModelLoadError, ModelRuntime, load_runtime, select_providers
 from service.settings import Settings
+from service.versions import ModelVersion, VersionError, is_model_folder, resolve
 
 log = logging.getLogger("service.registry")
 
 State = Literal["loaded", "warming", "ready", "failed"]
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelEntry:
     """One served model and its state."""
 
@@ -40,6 +41,16 @@ class ModelEntry:
     streams: int = 1
     state: State = "loaded"
     error: str | None = None
+    #: Which folder of the repository this is (the version, or the flat layout); None when built by hand.
+    version: ModelVersion | None = None
+    #: Why the last attempt to swap in a newer version failed (this entry kept serving), if it did.
+    swap_error: str | None = None
+    #: ModelVersion.fingerprint() of the folder when it was read: a later, different one means a new export.
+    fingerprint: tuple[int | None, int, int] | None = None
+
+    @property
+    def version_label(self) -> str:
+        return self.version.label if self.version is not None else "flat"
 
     @property
     def ready(self) -> bool:
@@ -68,6 +79,35 @@ def inference_threads(settings: Settings) -> tuple[int, int]:
     return streams, threads
 
 
+def load_entry(version: ModelVersion, settings: Settings) -> ModelEntry:
+    """Read, open and check one model version (synchronous: start-up, or a swap's worker thread)."""
+    streams, intra_op_threads = inference_threads(settings)
+    try:
+        fingerprint = version.fingerprint()  # before reading: a change while loading shows up at the next poll
+    except OSError:
+        fingerprint = None  # Manifest.read below says what is missing
+    manifest = Manifest.read(version.directory)
+    runtime = load_runtime(
+        version.directory,
+        manifest,
+        settings.device,
+        intra_op_threads=intra_op_threads,
+        spinning=settings.intra_op_spinning,
+    )
+    log.info(
+        "loaded %s version %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
+        manifest.name,
+        version.label,
+        manifest.task,
+        manifest.architecture,
+        runtime.providers,
+        streams,
+        intra_op_threads or "default",
+    )
+    return ModelEntry(manifest.name, version.directory, manifest, runtime, streams=streams, version=version,
+                      fingerprint=fingerprint)
+
+
 class ModelRegistry:
     """All models of one service process, by manifest name."""
 
@@ -75,6 +115,9 @@ class ModelRegistry:
         self.settings = settings
         self.entries: dict[str, ModelEntry] = {entry.name: entry for entry in entries}
         self._metrics: Metrics | None = None
+        self._finish_executor: Executor | None = None
+        #: Entries replaced by a version swap, still finishing the requests that started on them.
+        self.retired: set[ModelEntry] = set()
 
     # ------------------------------------------------------------------ loading
 
@@ -86,35 +129,16 @@ class ModelRegistry:
             raise ModelLoadError(f"{root}: model directory does not exist (set GAN_MODEL_DIR or --model-dir)")
         problems: list[str] = []
         entries: list[ModelEntry] = []
-        streams, intra_op_threads = inference_threads(settings)
         # Hidden directories are skipped: gan-export stages a model in `.<name>.*` and renames it
         # into place, so a service starting mid-export must not pick up the half-written copy.
         for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not (directory / MANIFEST_FILENAME).is_file():
-                log.warning("%s: no %s, skipped", directory, MANIFEST_FILENAME)
+            if not is_model_folder(directory):
+                log.warning("%s: no %s (nor version folders), skipped", directory, MANIFEST_FILENAME)
                 continue
             try:
-                manifest = Manifest.read(directory)
-                runtime = load_runtime(
-                    directory,
-                    manifest,
-                    settings.device,
-                    intra_op_threads=intra_op_threads,
-                    spinning=settings.intra_op_spinning,
-                )
-            except (ManifestError, ModelLoadError) as exc:
+                entries.append(load_entry(resolve(directory), settings))
+            except (ManifestError, ModelLoadError, VersionError) as exc:
                 problems.append(str(exc))
-                continue
-            entries.append(ModelEntry(manifest.name, directory, manifest, runtime, streams=streams))
-            log.info(
-                "loaded %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
-                manifest.name,
-                manifest.task,
-                manifest.architecture,
-                runtime.providers,
-                streams,
-                intra_op_threads or "default",
-            )
         names = [entry.name for entry in entries]
         for name in sorted({n for n in names if names.count(n) > 1}):
             dirs = [str(e.directory) for e in entries if e.name == name]
@@ -140,51 +164,67 @@ class ModelRegistry:
     def not_ready_reasons(self) -> list[str]:
         return [f"{entry.name}: {entry.error or entry.state}" for entry in self.entries.values() if not entry.ready]
 
+    def batch_size(self, entry: ModelEntry) -> int:
+        """Most rows per ONNX Runtime call for `entry`: super-resolution tiles carry x`scale` feature
+        maps, so their batch (and with it the process's peak memory) has its own bound."""
+        s = self.settings
+        if entry.manifest.task == "super_resolve" and s.sr_max_batch_size:
+            return min(s.sr_max_batch_size, s.max_batch_size)
+        return s.max_batch_size
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, metrics: Metrics | None = None, finish_executor: Executor | None = None) -> None:
         """Create each model's batcher (inside the running event loop) and publish model info.
 
         `finish_executor` runs the per-request response building (the app's codec pool)."""
-        s = self.settings
         self._metrics = metrics
+        self._finish_executor = finish_executor
         for entry in self.entries.values():
-            entry.batcher = Batcher(
-                entry.name,
-                entry.runtime.run,
-                max_batch_size=s.max_batch_size,
-                max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
-                max_queue_rows=s.max_queue_size,
-                metrics=metrics,
-                finish_executor=finish_executor,
-                streams=entry.streams,
-            )
-            entry.batcher.start()
+            self.start_entry(entry)
+            self.publish_info(entry)
             if metrics is not None:
-                m = entry.manifest
-                metrics.model_info.labels(entry.name).info(
-                    {
-                        "task": m.task,
-                        "architecture": m.architecture,
-                        "providers": ",".join(entry.runtime.providers),
-                        "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
-                        "precision": m.precision,
-                    }
-                )
                 metrics.model_ready.labels(entry.name).set(0)
+
+    def start_entry(self, entry: ModelEntry) -> None:
+        """Create and start `entry`'s batcher (in the running loop); start() and version swaps use it."""
+        s = self.settings
+        entry.batcher = Batcher(
+            entry.name,
+            entry.runtime.run,
+            max_batch_size=self.batch_size(entry),
+            max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
+            max_queue_rows=s.max_queue_size,
+            metrics=self._metrics,
+            finish_executor=self._finish_executor,
+            streams=entry.streams,
+        )
+        entry.batcher.start()
+
+    def publish_info(self, entry: ModelEntry) -> None:
+        """gan_model_info and gan_model_version for the entry now serving under its name."""
+        if self._metrics is None:
+            return
+        m = entry.manifest
+        self._metrics.model_info.labels(entry.name).info(
+            {
+                "task": m.task,
+                "architecture": m.architecture,
+                "providers": ",".join(entry.runtime.providers),
+                "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
+                "precision": m.precision,
+                "version": entry.version_label,
+            }
+        )
+        number = entry.version.version if entry.version is not None else None
+        self._metrics.model_version.labels(entry.name).set(number or 0)  # 0: the flat layout
 
     async def warm_up(self) -> None:
         """Run each model at batch 1 and at `max_batch_size` on its own inference thread."""
-        loop = asyncio.get_running_loop()
         for entry in self.entries.values():
             entry.state = "warming"
             try:
-                executor = entry.batcher.executor if entry.batcher is not None else None
-                for batch in sorted({1, self.settings.max_batch_size}):
-                    feeds = entry.runtime.dummy_feeds(batch)
-                    out = await loop.run_in_executor(executor, entry.runtime.run, feeds)
-                    if out.shape[0] != batch:
-                        raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
+                await self.warm_entry(entry)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -197,7 +237,19 @@ class ModelRegistry:
                 self._metrics.model_ready.labels(entry.name).set(1)
             log.info("%s warmed up and ready", entry.name)
 
+    async def warm_entry(self, entry: ModelEntry) -> None:
+        """One call at batch 1 and one at its batch size, on the entry's inference thread; raises on failure
+        (including a model that answers with the wrong number of rows)."""
+        loop = asyncio.get_running_loop()
+        executor = entry.batcher.executor if entry.batcher is not None else None
+        for batch in sorted({1, self.batch_size(entry)}):
+            feeds = entry.runtime.dummy_feeds(batch)
+            out = await loop.run_in_executor(executor, entry.runtime.run, feeds)
+            if out.shape[0] != batch:
+                raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
+
     async def stop(self) -> None:
-        for entry in self.entries.values():
+        for entry in [*self.entries.values(), *self.retired]:
             if entry.batcher is not None:
                 await entry.batcher.close()
+        self.retired.clear()
