@@ -234,6 +234,11 @@ def release_markdown(results: dict[str, Any], repository: Path) -> str:
                                                           "shape_kept") else f"{threshold:g}"
         out.append(f"| {row['model']} | {results[row['model']]['step']} | {row['label']} | {shown} | "
                    f"{row['op']} {target} | {'yes' if row['met'] else '**no**'} |")
+    out += ["", "What each model is (from its manifest's provenance):", "", "| model | step | gan-train command |",
+            "|---|---|---|"]
+    for name in results:
+        provenance = json.loads((repository / name / "manifest.json").read_text())["provenance"]
+        out.append(f"| {name} | {provenance['training_step']} | `{provenance.get('training_command', '')}` |")
     if "dcgan" in results:
         out += ["", "Real shapes score {:.1%} on \"samples that are a shape (p >= 0.9)\" with the same classifier "
                 "and sample size: the floor of that figure.".format(results["dcgan"]["real_shape_confident"])]
