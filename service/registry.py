@@ -2,9 +2,10 @@
 
 Loading (manifest + session + checks) is synchronous and all-or-nothing: a repository with one bad
 model refuses to start, listing every problem, because serving a partial repository would turn an
-export mistake into 404s in production. Warm-up runs afterwards in the background (one call at
-batch 1 and one at the largest batch, so lazy allocations and kernel selection happen before
-traffic); the service reports ready only when every model has been warmed.
+export mistake into 404s in production. Warm-up runs afterwards in the background: one call at
+every batch size the batcher can form (1..max_batch_size), so lazy allocations, memory planning and
+kernel (cuDNN algorithm) selection for each shape happen before traffic, not on a live request; the
+service reports ready only when every model has been warmed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.manifest import MANIFEST_FILENAME, Manifest, ManifestError, Task
 from service.metrics import Metrics
 from service.runtime import CPU, ModelLoadError, ModelRuntime, load_runtime, select_providers
 from service.settings import Settings
+from service.workers import threads_per_worker
 
 log = logging.getLogger("service.registry")
 
@@ -57,14 +59,16 @@ def cpu_count() -> int:
 def inference_threads(settings: Settings) -> tuple[int, int]:
     """(streams, intra-op threads per call) for each model; 0 threads = ONNX Runtime's default.
 
-    Auto (0) is one stream. With several streams on CPU the cores are split between them (each
-    ONNX Runtime call synchronises fewer threads, and one batch computes while the next one fills);
-    docs/benchmarks.md compares the two layouts.
+    Auto (0) is one stream. With several streams or worker processes on CPU the cores are split
+    between them (each ONNX Runtime call synchronises fewer threads, and one batch computes while the
+    next one fills); docs/benchmarks.md compares the layouts.
     """
     cpu_only = select_providers(settings.device) == [CPU]
     cores = cpu_count()
     streams = settings.inference_streams or 1
-    threads = settings.intra_op_threads or (max(1, cores // streams) if cpu_only and streams > 1 else 0)
+    workers = max(1, settings.workers)
+    split = cpu_only and (streams > 1 or workers > 1)
+    threads = settings.intra_op_threads or (threads_per_worker(cores, workers, streams) if split else 0)
     return streams, threads
 
 
@@ -79,8 +83,10 @@ class ModelRegistry:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelRegistry:
-        """Load every `model_dir/*/manifest.json`; raise one ModelLoadError listing all problems."""
+    def load(cls, settings: Settings, cuda_device_id: int = 0) -> ModelRegistry:
+        """Load every `model_dir/*/manifest.json`; raise one ModelLoadError listing all problems.
+
+        `cuda_device_id`: the CUDA device of this worker process (see service.workers.device_for)."""
         root = Path(settings.model_dir)
         if not root.is_dir():
             raise ModelLoadError(f"{root}: model directory does not exist (set GAN_MODEL_DIR or --model-dir)")
@@ -101,6 +107,8 @@ class ModelRegistry:
                     settings.device,
                     intra_op_threads=intra_op_threads,
                     spinning=settings.intra_op_spinning,
+                    cuda_device_id=cuda_device_id,
+                    cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
                 )
             except (ManifestError, ModelLoadError) as exc:
                 problems.append(str(exc))
@@ -151,7 +159,7 @@ class ModelRegistry:
         for entry in self.entries.values():
             entry.batcher = Batcher(
                 entry.name,
-                entry.runtime.run,
+                entry.runtime.images,
                 max_batch_size=s.max_batch_size,
                 max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
                 max_queue_rows=s.max_queue_size,
@@ -162,27 +170,30 @@ class ModelRegistry:
             entry.batcher.start()
             if metrics is not None:
                 m = entry.manifest
-                metrics.model_info.labels(entry.name).info(
-                    {
-                        "task": m.task,
-                        "architecture": m.architecture,
-                        "providers": ",".join(entry.runtime.providers),
-                        "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
-                        "precision": m.precision,
-                    }
-                )
+                metrics.model_info.labels(
+                    model=entry.name,
+                    task=m.task,
+                    architecture=m.architecture,
+                    providers=",".join(entry.runtime.providers),
+                    device="cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
+                    precision=m.precision,
+                ).set(1)
                 metrics.model_ready.labels(entry.name).set(0)
 
+    def warmup_batch_sizes(self) -> list[int]:
+        """Every batch size the batcher can form: it sends 1..max_batch_size rows, nothing else."""
+        return list(range(1, self.settings.max_batch_size + 1))
+
     async def warm_up(self) -> None:
-        """Run each model at batch 1 and at `max_batch_size` on its own inference thread."""
+        """Run each model at every batch size the batcher can form, on its own inference thread(s)."""
         loop = asyncio.get_running_loop()
         for entry in self.entries.values():
             entry.state = "warming"
             try:
                 executor = entry.batcher.executor if entry.batcher is not None else None
-                for batch in sorted({1, self.settings.max_batch_size}):
+                for batch in self.warmup_batch_sizes():
                     feeds = entry.runtime.dummy_feeds(batch)
-                    out = await loop.run_in_executor(executor, entry.runtime.run, feeds)
+                    out = await loop.run_in_executor(executor, entry.runtime.images, feeds)
                     if out.shape[0] != batch:
                         raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
             except asyncio.CancelledError:
