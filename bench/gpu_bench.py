@@ -144,7 +144,9 @@ def start_server(repo: Path, device: str, workers: int, port: int, logfile: Path
     env = dict(os.environ)
     env.update(GAN_MODEL_DIR=str(repo), GAN_HOST="127.0.0.1", GAN_PORT=str(port), GAN_DEVICE=device,
                GAN_WORKERS=str(workers), GAN_MAX_BATCH_SIZE="64", GAN_MAX_IMAGES_PER_REQUEST="64",
-               GAN_MAX_QUEUE_SIZE="1024", GAN_ACCESS_LOG="false", GAN_LOG_LEVEL="warning")
+               GAN_MAX_QUEUE_SIZE="1024", GAN_ACCESS_LOG="false", GAN_LOG_LEVEL="warning",
+               # every batch size on CUDA (the point of warm-up there); on CPU the PGGAN would take minutes
+               GAN_WARMUP="all" if device == "cuda" else "ends")
     libs = nvidia_library_dirs()
     if libs:
         env["LD_LIBRARY_PATH"] = ":".join([*libs, env.get("LD_LIBRARY_PATH", "")])

@@ -103,7 +103,9 @@ def _to_fp16(path: Path) -> None:
         from onnxconverter_common import float16
     except ImportError as exc:
         raise ExportError("--fp16 needs onnxconverter-common (pip install 'gan-forge[export]')") from exc
-    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    with warnings.catch_warnings():  # one "truncated to 1e-07" warning per tiny weight: noise, not news
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(model, str(path))
 
 

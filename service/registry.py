@@ -181,7 +181,10 @@ class ModelRegistry:
                 metrics.model_ready.labels(entry.name).set(0)
 
     def warmup_batch_sizes(self) -> list[int]:
-        """Every batch size the batcher can form: it sends 1..max_batch_size rows, nothing else."""
+        """Every batch size the batcher can form (it sends 1..max_batch_size rows, nothing else), or with
+        GAN_WARMUP=ends only the two ends (a slow CPU model: a new shape costs little on CPU)."""
+        if self.settings.warmup == "ends":
+            return sorted({1, self.settings.max_batch_size})
         return list(range(1, self.settings.max_batch_size + 1))
 
     async def warm_up(self) -> None:

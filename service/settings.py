@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC", description="cuDNN convolution algorithm search of the CUDA execution provider."
     )
+    warmup: Literal["all", "ends"] = Field(
+        "all",
+        description="Batch sizes warmed up before ready: all = 1..max_batch_size (no live request meets a new "
+        "shape), ends = 1 and max_batch_size (for models too slow on CPU to run every size at start-up).",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 responses.")
     sr_tile_size: int = Field(
         128, ge=8, description="Side (input pixels) of the square tiles /super-resolve splits larger images into."

@@ -121,3 +121,10 @@ def test_worker_rules() -> None:
     assert auto_workers(cores=1, gpu_devices=1, intra_op_threads=0) == 1
     assert threads_per_worker(cores=8, workers=2, streams=1) == 4
     assert threads_per_worker(cores=2, workers=4, streams=1) == 1
+
+
+def test_warmup_ends_runs_only_the_two_ends(tmp_path: Path) -> None:
+    add_generator(tmp_path, "m")
+    for mode, expected in (("all", list(range(1, 9))), ("ends", [1, 8])):
+        registry = ModelRegistry.load(Settings(model_dir=tmp_path, device="cpu", max_batch_size=8, warmup=mode))
+        assert registry.warmup_batch_sizes() == expected
