@@ -270,7 +270,7 @@ def markdown(report: dict) -> str:
         )
     t = report.get("training")
     if t:
-        lines += ["", "| training, DCGAN 64x64, batch 128 | images/s |", "|---|---:|",
+        lines += ["", f"| training, DCGAN 64x64, batch {t['batch']} | images/s |", "|---|---:|",
                   f"| pytorch/examples loop (float32) | {t['peer_images_per_s']:.0f} |",
                   f"| gan-train dcgan (autocast: {t['autocast']}) | {t['ours_images_per_s']:.0f} |",
                   f"| ratio | {t['ratio']:.2f}x |"]
