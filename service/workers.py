@@ -9,8 +9,9 @@ The workers coordinate only through files in the metrics folder (`PROMETHEUS_MUL
 and removed by gan-serve), so nothing here needs a server process of its own:
 
 * a *slot* per worker (`worker-<i>`, holding the pid): a worker claims the lowest free slot at start
-  (a slot whose pid is dead is free again, so a restarted worker takes its predecessor's place); the
-  slot number picks its CUDA device from `GAN_CUDA_DEVICES`, round-robin;
+  (a slot whose pid is dead is free again, so a restarted worker takes its predecessor's place, and
+  drops the dead worker's live gauges, which a killed process could not do itself); the slot number
+  picks its CUDA device from `GAN_CUDA_DEVICES`, round-robin;
 * a *ready mark* per slot (`ready-<i>`), written once the worker's models are warm: `/readyz` is 200
   only when every one of the N slots is held by a live, warm worker, because the kernel hands a new
   connection to any of them.
@@ -22,6 +23,8 @@ import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client import multiprocess
 
 #: Most workers auto mode starts per CUDA device (each holds a CUDA context and a copy of every model).
 WORKERS_PER_GPU = 8
@@ -81,6 +84,8 @@ class WorkerSlot:
             holder = _read_pid(path)
             if holder is not None and holder != pid and _alive(holder):
                 continue
+            if holder is not None and holder != pid:  # killed without cleaning up: its queue depth etc.
+                multiprocess.mark_process_dead(holder, str(folder))
             try:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:  # dead holder (or a race): replace it, then check we won

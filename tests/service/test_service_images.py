@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,19 @@ def test_warmup_ends_runs_only_the_two_ends(tmp_path: Path) -> None:
     for mode, expected in (("all", list(range(1, 9))), ("ends", [1, 8])):
         registry = ModelRegistry.load(Settings(model_dir=tmp_path, device="cpu", max_batch_size=8, warmup=mode))
         assert registry.warmup_batch_sizes() == expected
+
+
+def test_a_worker_slot_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    from service.workers import WorkerSlot
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / "worker-0").write_text(str(dead_pid))
+    (tmp_path / f"gauge_livesum_{dead_pid}.db").write_bytes(b"")  # the killed worker's live gauge file
+    slot = WorkerSlot.claim(tmp_path, workers=2)
+    assert slot.index == 0 and not (tmp_path / f"gauge_livesum_{dead_pid}.db").exists()
+    assert slot.not_ready() == ["worker 0: warming", "worker 1: not started"]
+    slot.mark_ready()
+    assert slot.not_ready() == ["worker 1: not started"]
+    slot.release()
+    assert not (tmp_path / "worker-0").exists()
