@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # gan-forge images: one file, three build targets (docker build --target NAME .; docker-compose.yml builds them):
 #   serve      the HTTP service on the CUDA 12 runtime + cuDNN 9 with onnxruntime-gpu, no PyTorch (GPU hosts)
 #   serve-cpu  the same service on onnxruntime (CPU), on python:slim (hosts without a GPU)
@@ -11,6 +10,10 @@
 # Layer order keeps rebuilds fast: each target installs its dependencies from the extras of pyproject.toml
 # (only that file and the small script that reads it are copied first), then copies the source, so a code
 # change rebuilds only the last layers and never reinstalls onnxruntime or PyTorch.
+#
+# Hosts that reach no registry build serve-cpu on a local Debian base instead: deploy/local/build-base.sh makes
+# it from Debian's packages and passes it as PYTHON_IMAGE (docs/deploy.md, "Air-gapped hosts"). No `# syntax=`
+# line: it would make BuildKit pull a frontend image; the built-in one handles everything here.
 #
 # Versions that must agree (tests/deploy/test_images.py checks them):
 #   - onnxruntime-gpu in pyproject's serve-gpu extra is >=1.19,<1.27: the PyPI wheels of 1.19-1.26 are

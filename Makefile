@@ -1,12 +1,13 @@
 # Two entry points that work on a fresh machine with only python3:
 #   make demo  - virtualenv, install, train small GANs on built-in data, export, serve
 #   make test  - virtualenv, install, lint, run the whole test suite
+#   make compose-test - the real `docker compose up` of the CPU stack (installs and starts Docker; root)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean compose-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,12 @@ lint: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+# Installs Debian's docker.io and debootstrap if missing and starts dockerd (deploy/local/ensure-docker.sh), then
+# builds the local images and runs tests/deploy/test_compose_up.py. GAN_REQUIRE_DOCKER=1 turns a skip into a failure.
+compose-test: install
+	bash deploy/local/ensure-docker.sh
+	$(BIN)/python -m pytest -q -m compose tests/deploy/test_compose_up.py
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

@@ -37,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model name in the repository (default: the architecture; with --triton-from: "
                         "the Triton model name, default the manifest's)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 17)")
+    versions = parser.add_argument_group(
+        "versions",
+        "REPO/NAME/<N>/ folders beside serving.json, which a running gan-serve follows (docs/deploy.md, "
+        "Updating models). A model folder that already holds versions always gets a new one.",
+    )
+    versions.add_argument("--new-version", action="store_true",
+                          help="add the export as the next version REPO/NAME/<N>/, keeping the older ones (a flat "
+                          "REPO/NAME/ becomes version 1), instead of replacing REPO/NAME/")
+    versions.add_argument("--stage", action="store_true",
+                          help="add a new version (as --new-version) but keep serving the current one "
+                          "(serve it later with gan-models serve REPO/NAME N)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="weights and compute: fp32, or fp16 (float32 inputs, uint8 images out; parity "
                         f"tolerance {TOLERANCE['fp16']:g} instead of {TOLERANCE['fp32']:g}); default fp32")
@@ -102,14 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.triton_from is None:
         try:
             precision = "fp16" if args.fp16 else args.precision
-            result = export_checkpoint(args.checkpoint, args.out, args.name, args.opset, precision=precision)
+            result = export_checkpoint(args.checkpoint, args.out, args.name, args.opset, precision=precision,
+                                       new_version=args.new_version or args.stage, serve=not args.stage)
         except (ExportError, CheckpointError, ValueError) as exc:
             print(f"gan-export: error: {exc}", file=sys.stderr)
             return 1
         m = result.manifest
-        print(f"exported {m.architecture} (step {m.provenance.training_step}, {m.precision}) to {result.directory}: "
-              f"max |ONNX - PyTorch| = {m.parity_max_abs_error:.2e} (tolerance {m.parity_tolerance:g}), "
-              f"8-bit images within {m.parity_max_level_error} level(s)")
+        version = "" if result.version is None else f" as version {result.version}" + (
+            " (staged, not served)" if args.stage else " (served)")
+        print(f"exported {m.architecture} (step {m.provenance.training_step}, {m.precision}) to "
+              f"{result.directory}{version}: max |ONNX - PyTorch| = {m.parity_max_abs_error:.2e} "
+              f"(tolerance {m.parity_tolerance:g}), 8-bit images within {m.parity_max_level_error} level(s)")
         model_dir, triton_name = result.directory, None
     else:
         model_dir, triton_name = args.triton_from, args.name

@@ -24,9 +24,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.folders import publish_folder
+from export.folders import publish_folder, publish_version
 from export.image_output import LAYOUT, append_uint8_mapping, uint8_parity
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
+from service.versions import is_versioned
 from trainer.export_spec import ExportSpec
 from trainer.registry import get_architecture
 from trainer.training.checkpoint import load_checkpoint, resolve_checkpoint
@@ -45,6 +46,8 @@ class ExportError(RuntimeError):
 class ExportResult:
     directory: Path
     manifest: Manifest
+    #: The version number it was published as (REPO/NAME/<N>/), None for the flat layout.
+    version: int | None = None
 
 
 def sha256_of(path: Path) -> str:
@@ -196,11 +199,17 @@ def export_checkpoint(
     name: str | None = None,
     opset: int = DEFAULT_OPSET,
     fp16: bool = False,
+    new_version: bool = False,
+    serve: bool = True,
     precision: str | None = None,
 ) -> ExportResult:
     """Rebuild the served generator from `checkpoint`, export, verify and publish it as REPO/NAME/.
 
-    `precision` is "fp32" or "fp16" (`fp16=True` is the older spelling of "fp16")."""
+    A flat REPO/NAME/ is replaced, unless `new_version`: then, as whenever REPO/NAME/ already holds versions,
+    the export becomes REPO/NAME/<N+1>/ beside the older versions, and with `serve` serving.json points at it
+    (service/versions.py). A failed parity check publishes nothing either way. `precision` is "fp32" or
+    "fp16" (`fp16=True` is the older spelling of "fp16").
+    """
     checkpoint_path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint_path)
     arch = get_architecture(state["arch"])
@@ -253,7 +262,12 @@ def export_checkpoint(
             **spec.manifest_fields,
         )
         manifest.write(staging)
-        publish_folder(staging, repository / name)
+        model_dir = repository / name
+        if new_version or is_versioned(model_dir):
+            directory, version = publish_version(staging, model_dir, serve)
+        else:
+            publish_folder(staging, model_dir)
+            directory, version = model_dir, None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(repository / name, manifest)
+    return ExportResult(directory, manifest, version)

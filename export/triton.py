@@ -30,6 +30,7 @@ import onnx
 
 from export.folders import publish_folder
 from service.manifest import MANIFEST_FILENAME, MODEL_FILENAME, Manifest, TensorSpec
+from service.versions import VersionError, locate
 
 CONFIG_FILENAME = "config.pbtxt"
 PLATFORM = "onnxruntime_onnx"
@@ -210,14 +211,21 @@ def write_triton_model(
 ) -> Path:
     """Publish the exported model in `model_dir` as `triton_repo/NAME/` and return that folder.
 
-    `model_dir` is one model of a gan-export repository (manifest.json + model.onnx). Nothing is written
-    unless the manifest validates and agrees with the ONNX graph's inputs and outputs.
+    `model_dir` is one model of a gan-export repository: a flat folder (manifest.json + model.onnx, written as
+    Triton version 1), a versioned one (its served version, under the same number), or one version folder
+    NAME/<N>/. Nothing is written unless the manifest validates and agrees with the ONNX graph's inputs and
+    outputs.
     """
-    model_dir = Path(model_dir)
+    try:
+        served = locate(Path(model_dir))  # a flat folder, a versioned one (its served version), or one version
+    except VersionError as exc:
+        raise TritonExportError(str(exc)) from exc
+    model_dir = served.directory
     manifest = Manifest.read(model_dir)  # ManifestError (a ValueError) names the problem
     model_path = model_dir / MODEL_FILENAME
     if not model_path.is_file():
         raise TritonExportError(f"{model_dir}: no {MODEL_FILENAME}")
+    version = str(served.version or MODEL_VERSION)  # Triton numbers versions as we do; flat = 1
     name = name or manifest.name
     if not _NAME.match(name):
         raise TritonExportError(f"model name {name!r} must match {_NAME.pattern}")
@@ -230,8 +238,8 @@ def write_triton_model(
     try:
         (staging / CONFIG_FILENAME).write_text(config)
         shutil.copyfile(model_dir / MANIFEST_FILENAME, staging / MANIFEST_FILENAME)
-        (staging / MODEL_VERSION).mkdir()
-        _link_or_copy(model_path, staging / MODEL_VERSION / MODEL_FILENAME)
+        (staging / version).mkdir()
+        _link_or_copy(model_path, staging / version / MODEL_FILENAME)
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the model from a Triton running as another user
         publish_folder(staging, triton_repo / name)
     finally:

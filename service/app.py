@@ -48,6 +48,7 @@ from service.schemas import (
     ReadyResponse,
 )
 from service.settings import Settings
+from service.swap import VersionWatcher
 from service.workers import WorkerSlot, device_for
 
 log = logging.getLogger("service.app")
@@ -73,6 +74,9 @@ class ServiceState:
     registry: ModelRegistry | None
     codec_pool: ThreadPoolExecutor
     warmup: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: Follows each model folder's served version (service/swap.py); its polling task while it runs.
+    watcher: VersionWatcher | None = field(default=None, repr=False)
+    watching: asyncio.Task[None] | None = field(default=None, repr=False)
     #: This process's place among gan-serve's worker processes (None when it is the only one).
     worker: WorkerSlot | None = None
 
@@ -214,6 +218,8 @@ def _model_info(entry: ModelEntry) -> ModelInfo:
         state=entry.state,
         ready=entry.ready,
         error=entry.error,
+        version=entry.version_label,
+        swap_error=entry.swap_error,
         providers=entry.runtime.providers,
         inputs=m.inputs,
         outputs=m.outputs,
@@ -260,12 +266,20 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             state.registry = ModelRegistry.load(settings, cuda_device_id=device)
         state.registry.start(state.metrics, finish_executor=state.codec_pool)
         state.warmup = asyncio.get_running_loop().create_task(warm_up(state.registry), name="warm-up")
+        state.watcher = VersionWatcher(state.registry, settings, state.metrics)
+        if settings.model_poll_s > 0:
+            state.watching = asyncio.get_running_loop().create_task(
+                state.watcher.run(after=state.warmup), name="version-watcher"
+            )
         try:
             yield
         finally:
-            state.warmup.cancel()
-            with suppress(asyncio.CancelledError):
-                await state.warmup
+            for task in (state.watching, state.warmup):
+                if task is not None:
+                    task.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await task
+            await state.watcher.stop()
             await state.registry.stop()
             state.codec_pool.shutdown(wait=False, cancel_futures=True)
             if state.worker is not None:

@@ -167,6 +167,11 @@ class Batcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     @property
+    def busy(self) -> bool:
+        """Whether any job is queued or computing (a version swap closes the old batcher only when idle)."""
+        return bool(self._pending or self._inflight or self._running)
+
+    @property
     def queued_rows(self) -> int:
         """Rows waiting (not yet handed to a batch)."""
         return self._queued_rows

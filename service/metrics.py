@@ -9,7 +9,8 @@ any worker imports prometheus-client, so every value lives in a per-process file
 `/metrics` from any worker renders all of them through prometheus-client's `MultiProcessCollector`:
 counters and histograms are summed over the workers (dead ones included: their counts happened);
 each gauge says how it combines (`multiprocess_mode`): queue depth is the sum over live workers,
-readiness the minimum over live workers, model info the maximum (1 while any worker serves the model
+readiness the minimum over live workers, the served version number the maximum over live workers, model
+info the maximum (1 while any worker serves the model
 on those providers). `gan_model_info` is a gauge set to 1 rather than an `Info`, which multiprocess
 mode does not support; its exposition is the same.
 """
@@ -33,7 +34,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-INFO_LABELS = ("model", "task", "architecture", "providers", "device", "precision")
+INFO_LABELS = ("model", "task", "architecture", "providers", "device", "precision", "version")
 
 
 def multiprocess_dir() -> str | None:
@@ -116,10 +117,24 @@ class Metrics:
         )
         self.model_info = Gauge(
             "gan_model_info",
-            "Model identity and the execution providers ONNX Runtime actually uses.",
+            "Model identity, served version and the execution providers ONNX Runtime actually uses.",
             list(INFO_LABELS),
             registry=r,
             multiprocess_mode="max",
+        )
+
+        self.model_version = Gauge(
+            "gan_model_version",
+            "Version number of the model folder being served (0 for the flat layout, models/NAME/model.onnx).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",  # with several workers: the newest version any live worker serves
+        )
+        self.model_swaps = Counter(
+            "gan_model_swaps",
+            "Version changes tried on a running service: result swapped, or refused (old version kept).",
+            ["model", "result"],
+            registry=r,
         )
 
     def render(self) -> bytes:

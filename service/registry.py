@@ -23,6 +23,7 @@ from service.manifest import MANIFEST_FILENAME, Manifest, ManifestError, Task
 from service.metrics import Metrics
 from service.runtime import CPU, ModelLoadError, ModelRuntime, load_runtime, select_providers
 from service.settings import Settings
+from service.versions import ModelVersion, VersionError, is_model_folder, resolve
 from service.workers import threads_per_worker
 
 log = logging.getLogger("service.registry")
@@ -30,7 +31,7 @@ log = logging.getLogger("service.registry")
 State = Literal["loaded", "warming", "ready", "failed"]
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelEntry:
     """One served model and its state."""
 
@@ -42,6 +43,16 @@ class ModelEntry:
     streams: int = 1
     state: State = "loaded"
     error: str | None = None
+    #: Which folder of the repository this is (the version, or the flat layout); None when built by hand.
+    version: ModelVersion | None = None
+    #: Why the last attempt to swap in a newer version failed (this entry kept serving), if it did.
+    swap_error: str | None = None
+    #: ModelVersion.fingerprint() of the folder when it was read: a later, different one means a new export.
+    fingerprint: tuple[int | None, int, int] | None = None
+
+    @property
+    def version_label(self) -> str:
+        return self.version.label if self.version is not None else "flat"
 
     @property
     def ready(self) -> bool:
@@ -72,13 +83,53 @@ def inference_threads(settings: Settings) -> tuple[int, int]:
     return streams, threads
 
 
+def load_entry(version: ModelVersion, settings: Settings, cuda_device_id: int = 0) -> ModelEntry:
+    """Read, open and check one model version (synchronous: start-up, or a swap's worker thread).
+
+    `cuda_device_id`: the CUDA device of this worker process (see service.workers.device_for)."""
+    streams, intra_op_threads = inference_threads(settings)
+    try:
+        fingerprint = version.fingerprint()  # before reading: a change while loading shows up at the next poll
+    except OSError:
+        fingerprint = None  # Manifest.read below says what is missing
+    manifest = Manifest.read(version.directory)
+    runtime = load_runtime(
+        version.directory,
+        manifest,
+        settings.device,
+        intra_op_threads=intra_op_threads,
+        spinning=settings.intra_op_spinning,
+        cuda_device_id=cuda_device_id,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
+    )
+    log.info(
+        "loaded %s version %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
+        manifest.name,
+        version.label,
+        manifest.task,
+        manifest.architecture,
+        runtime.providers,
+        streams,
+        intra_op_threads or "default",
+    )
+    return ModelEntry(manifest.name, version.directory, manifest, runtime, streams=streams, version=version,
+                      fingerprint=fingerprint)
+
+
 class ModelRegistry:
     """All models of one service process, by manifest name."""
 
-    def __init__(self, entries: list[ModelEntry], settings: Settings) -> None:
+    def __init__(self, entries: list[ModelEntry], settings: Settings, cuda_device_id: int = 0) -> None:
         self.settings = settings
+        #: This worker's CUDA device; version swaps load the new version on it too.
+        self.cuda_device_id = cuda_device_id
+        #: gan_model_info's label values per model, to retire a set when a swap changes them.
+        self._info: dict[str, dict[str, str]] = {}
         self.entries: dict[str, ModelEntry] = {entry.name: entry for entry in entries}
         self._metrics: Metrics | None = None
+        self._finish_executor: Executor | None = None
+        #: Entries replaced by a version swap, still finishing the requests that started on them.
+        self.retired: set[ModelEntry] = set()
 
     # ------------------------------------------------------------------ loading
 
@@ -92,37 +143,16 @@ class ModelRegistry:
             raise ModelLoadError(f"{root}: model directory does not exist (set GAN_MODEL_DIR or --model-dir)")
         problems: list[str] = []
         entries: list[ModelEntry] = []
-        streams, intra_op_threads = inference_threads(settings)
         # Hidden directories are skipped: gan-export stages a model in `.<name>.*` and renames it
         # into place, so a service starting mid-export must not pick up the half-written copy.
         for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            if not (directory / MANIFEST_FILENAME).is_file():
-                log.warning("%s: no %s, skipped", directory, MANIFEST_FILENAME)
+            if not is_model_folder(directory):
+                log.warning("%s: no %s (nor version folders), skipped", directory, MANIFEST_FILENAME)
                 continue
             try:
-                manifest = Manifest.read(directory)
-                runtime = load_runtime(
-                    directory,
-                    manifest,
-                    settings.device,
-                    intra_op_threads=intra_op_threads,
-                    spinning=settings.intra_op_spinning,
-                    cuda_device_id=cuda_device_id,
-                    cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
-                )
-            except (ManifestError, ModelLoadError) as exc:
+                entries.append(load_entry(resolve(directory), settings, cuda_device_id))
+            except (ManifestError, ModelLoadError, VersionError) as exc:
                 problems.append(str(exc))
-                continue
-            entries.append(ModelEntry(manifest.name, directory, manifest, runtime, streams=streams))
-            log.info(
-                "loaded %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
-                manifest.name,
-                manifest.task,
-                manifest.architecture,
-                runtime.providers,
-                streams,
-                intra_op_threads or "default",
-            )
         names = [entry.name for entry in entries]
         for name in sorted({n for n in names if names.count(n) > 1}):
             dirs = [str(e.directory) for e in entries if e.name == name]
@@ -131,7 +161,7 @@ class ModelRegistry:
             problems.append(f"{root}: no models found (expected {root}/<name>/{MANIFEST_FILENAME})")
         if problems:
             raise ModelLoadError("cannot load the model repository:\n  " + "\n  ".join(problems))
-        return cls(entries, settings)
+        return cls(entries, settings, cuda_device_id)
 
     # ------------------------------------------------------------------ lookup
 
@@ -154,31 +184,54 @@ class ModelRegistry:
         """Create each model's batcher (inside the running event loop) and publish model info.
 
         `finish_executor` runs the per-request response building (the app's codec pool)."""
-        s = self.settings
         self._metrics = metrics
+        self._finish_executor = finish_executor
         for entry in self.entries.values():
-            entry.batcher = Batcher(
-                entry.name,
-                entry.runtime.images,
-                max_batch_size=s.max_batch_size,
-                max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
-                max_queue_rows=s.max_queue_size,
-                metrics=metrics,
-                finish_executor=finish_executor,
-                streams=entry.streams,
-            )
-            entry.batcher.start()
+            self.start_entry(entry)
+            self.publish_info(entry)
             if metrics is not None:
-                m = entry.manifest
-                metrics.model_info.labels(
-                    model=entry.name,
-                    task=m.task,
-                    architecture=m.architecture,
-                    providers=",".join(entry.runtime.providers),
-                    device="cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
-                    precision=m.precision,
-                ).set(1)
                 metrics.model_ready.labels(entry.name).set(0)
+
+    def start_entry(self, entry: ModelEntry) -> None:
+        """Create and start `entry`'s batcher (in the running loop); start() and version swaps use it."""
+        s = self.settings
+        entry.batcher = Batcher(
+            entry.name,
+            entry.runtime.images,
+            max_batch_size=s.max_batch_size,
+            max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
+            max_queue_rows=s.max_queue_size,
+            metrics=self._metrics,
+            finish_executor=self._finish_executor,
+            streams=entry.streams,
+        )
+        entry.batcher.start()
+
+    def publish_info(self, entry: ModelEntry) -> None:
+        """gan_model_info and gan_model_version for the entry now serving under its name."""
+        if self._metrics is None:
+            return
+        m = entry.manifest
+        labels = {
+            "model": entry.name,
+            "task": m.task,
+            "architecture": m.architecture,
+            "providers": ",".join(entry.runtime.providers),
+            "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
+            "precision": m.precision,
+            "version": entry.version_label,
+        }
+        info = self._metrics.model_info
+        old = self._info.get(entry.name)
+        if old is not None and old != labels:
+            # an Info would replace its value; a gauge (multiprocess mode has no Info) keeps each label set:
+            # zero the old one (what the workers' shared files keep) and drop it from this process's registry
+            info.labels(**old).set(0)
+            info.remove(*old.values())
+        info.labels(**labels).set(1)
+        self._info[entry.name] = labels
+        number = entry.version.version if entry.version is not None else None
+        self._metrics.model_version.labels(entry.name).set(number or 0)  # 0: the flat layout
 
     def warmup_batch_sizes(self) -> list[int]:
         """Every batch size the batcher can form (it sends 1..max_batch_size rows, nothing else), or with
@@ -189,16 +242,10 @@ class ModelRegistry:
 
     async def warm_up(self) -> None:
         """Run each model at every batch size the batcher can form, on its own inference thread(s)."""
-        loop = asyncio.get_running_loop()
         for entry in self.entries.values():
             entry.state = "warming"
             try:
-                executor = entry.batcher.executor if entry.batcher is not None else None
-                for batch in self.warmup_batch_sizes():
-                    feeds = entry.runtime.dummy_feeds(batch)
-                    out = await loop.run_in_executor(executor, entry.runtime.images, feeds)
-                    if out.shape[0] != batch:
-                        raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
+                await self.warm_entry(entry)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -211,7 +258,19 @@ class ModelRegistry:
                 self._metrics.model_ready.labels(entry.name).set(1)
             log.info("%s warmed up and ready", entry.name)
 
+    async def warm_entry(self, entry: ModelEntry) -> None:
+        """One call at each of `warmup_batch_sizes()`, on the entry's inference thread; raises on failure
+        (including a model that answers with the wrong number of rows)."""
+        loop = asyncio.get_running_loop()
+        executor = entry.batcher.executor if entry.batcher is not None else None
+        for batch in self.warmup_batch_sizes():
+            feeds = entry.runtime.dummy_feeds(batch)
+            out = await loop.run_in_executor(executor, entry.runtime.images, feeds)
+            if out.shape[0] != batch:
+                raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
+
     async def stop(self) -> None:
-        for entry in self.entries.values():
+        for entry in [*self.entries.values(), *self.retired]:
             if entry.batcher is not None:
                 await entry.batcher.close()
+        self.retired.clear()

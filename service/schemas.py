@@ -144,6 +144,10 @@ class ModelInfo(BaseModel):
     state: Literal["loaded", "warming", "ready", "failed"]
     ready: bool
     error: str | None = None
+    version: str = Field("flat", description="Version being served (models/NAME/<version>/), or `flat` for "
+                         "models/NAME/model.onnx.")
+    swap_error: str | None = Field(None, description="Why the last newer version was refused (this one kept "
+                                   "serving); cleared by the next successful swap.")
     providers: list[str] = Field(description="Execution providers ONNX Runtime actually uses.")
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]

@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GAN_", extra="ignore", protected_namespaces=())
 
     model_dir: Path = Field(Path("models"), description="Model repository: one sub-directory per model.")
+    model_poll_s: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds between checks of each model folder for a new served version (serving.json, or a "
+        "re-exported folder); it is loaded, warmed up and swapped in without failing a request. 0 = never.",
+    )
     device: Device = Field(
         "auto",
         description="auto = CUDA when onnxruntime offers it, else CPU; cuda = CUDA or refuse to start.",

