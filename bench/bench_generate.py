@@ -141,7 +141,8 @@ def _wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 1
 def server_command(name: str, model_repo: Path, port: int) -> tuple[list[str], dict[str, str], str]:
     """argv, environment and readiness path of each server under test."""
     env = dict(os.environ)
-    if name in ("ours", "ours-2s", "ours-2w"):
+    # baseline: gan-serve from --baseline-root (another checkout)
+    if name in ("ours", "ours-2s", "ours-2w", "baseline"):
         env.update(
             GAN_MODEL_DIR=str(model_repo),
             GAN_HOST="127.0.0.1",
@@ -197,7 +198,8 @@ def bench_server(name: str, args: argparse.Namespace, model_repo: Path) -> dict:
     argv, env, ready_path = server_command(name, model_repo, args.port)
     log_path = args.work / f"server-{name}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        cwd = args.baseline_root if name == "baseline" else ROOT
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_ready(args.port, ready_path, proc)
         # correctness first: one image, a PNG, the shared response shape
@@ -206,7 +208,7 @@ def bench_server(name: str, args: argparse.Namespace, model_repo: Path) -> dict:
         assert set(reply) == {"model", "media_type", "seed", "images", "latents"}, reply.keys()
         assert len(reply["images"]) == IMAGES_PER_REQUEST and png[:8] == b"\x89PNG\r\n\x1a\n" and reply["seed"] == 7
         _finish_wrk(run_wrk(args.port, args.warmup, args.connections, args.wrk_threads))
-        before_metrics = _scrape(args.port) if name.startswith("ours") else ""
+        before_metrics = _scrape(args.port) if name.startswith(("ours", "baseline")) else ""
         time.sleep(0.5)
         busy0, server0 = machine_busy_s(), tree_cpu_s(proc.pid)
         wrk = run_wrk(args.port, args.duration, args.connections, args.wrk_threads)
@@ -216,7 +218,7 @@ def bench_server(name: str, args: argparse.Namespace, model_repo: Path) -> dict:
             time.sleep(0.2)
         busy1, server1 = machine_busy_s(), tree_cpu_s(proc.pid)
         summary = _finish_wrk(wrk)
-        after_metrics = _scrape(args.port) if name.startswith("ours") else ""
+        after_metrics = _scrape(args.port) if name.startswith(("ours", "baseline")) else ""
     finally:
         _stop(proc)
     seconds = summary["duration_us"] / 1e6
@@ -240,7 +242,7 @@ def bench_server(name: str, args: argparse.Namespace, model_repo: Path) -> dict:
         "server_cpu_ms_per_image": server_cpu / max(requests * IMAGES_PER_REQUEST, 1) * 1e3,
         "seconds": seconds,
     }
-    if name.startswith("ours"):
+    if name.startswith(("ours", "baseline")):
         rows0, calls0 = _metric_sum_count(before_metrics, "gan_batch_size")
         rows1, calls1 = _metric_sum_count(after_metrics, "gan_batch_size")
         if calls1 > calls0:
@@ -449,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-json", type=Path, help="reuse a raw_ort.py result instead of measuring")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite the docs")
+    parser.add_argument(
+        "--baseline-root", type=Path, default=ROOT,
+        help="checkout served by the `baseline` server (e.g. an older commit), to compare in one run",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("bench: wrk not found (Debian/Ubuntu: apt-get install wrk)", file=sys.stderr)

@@ -65,7 +65,7 @@ def raw_run(model_dir: Path, image: Path, repeats: int) -> dict[str, float]:
     from service.manifest import Manifest
     from service.runtime import session_options
     from service.settings import Settings
-    from service.tiling import cut, pad_for, plan, stitch
+    from service.tiling import cut, plan, stitch
 
     settings = Settings()
     manifest = Manifest.read(model_dir)
@@ -73,13 +73,13 @@ def raw_run(model_dir: Path, image: Path, repeats: int) -> dict[str, float]:
                                    providers=["CPUExecutionProvider"])
     pixels = np.asarray(Image.open(image).convert("RGB"), dtype=np.float32) / 255.0
     tiles = plan(pixels.shape[0], pixels.shape[1], settings.sr_tile_size, settings.sr_tile_overlap)
-    padded = pad_for(pixels, tiles)
+    batch_size = min(settings.sr_max_batch_size or settings.max_batch_size, settings.max_batch_size)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         outputs = []
-        for first in range(0, tiles.count, settings.max_batch_size):
-            batch = np.ascontiguousarray(cut(padded, tiles, first, min(first + settings.max_batch_size, tiles.count)))
+        for first in range(0, tiles.count, batch_size):
+            batch = np.ascontiguousarray(cut(pixels, tiles, first, min(first + batch_size, tiles.count)))
             outputs.append(session.run([manifest.outputs[0].name], {manifest.inputs[0].name: batch})[0])
         stitch(np.concatenate(outputs), tiles, manifest.scale or 4)
         times.append(time.perf_counter() - start)

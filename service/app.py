@@ -30,8 +30,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from service import codecs, latents
+from service.admission import AdmissionMiddleware
 from service.dispatch import batching_errors_as_http, resolve_model, retry_after
+from service.docs_pages import install_docs
 from service.errors import ApiError, error_response, error_responses, install_error_handlers
+from service.json_body import OffloadedJSONRoute
 from service.manifest import Manifest
 from service.metrics import CONTENT_TYPE, Metrics
 from service.middleware import OPEN_PATHS, ServiceMiddleware
@@ -102,10 +105,8 @@ def _checked(array: np.ndarray, dim: int, what: str) -> np.ndarray:
     return array
 
 
-def _build_latents(body: GenerateRequest, manifest: Manifest, limit: int) -> tuple[np.ndarray, int | None]:
-    """The latent batch a request describes, and the seed that reproduces it (None if explicit)."""
-    dim = manifest.latent_dim
-    assert dim is not None and manifest.latent_distribution is not None
+def _image_count(body: GenerateRequest, limit: int) -> int:
+    """Images a request asks for (413 above `limit`), known before any latent is built."""
     if body.latents is not None:
         count = len(body.latents)
     elif body.interpolate is not None:
@@ -114,6 +115,13 @@ def _build_latents(body: GenerateRequest, manifest: Manifest, limit: int) -> tup
         count = body.num_images
     if count > limit:
         raise ApiError(413, "too_many_images", f"{count} images requested; this service returns at most {limit}")
+    return count
+
+
+def _build_latents(body: GenerateRequest, manifest: Manifest, count: int) -> tuple[np.ndarray, int | None]:
+    """The latent batch a request describes, and the seed that reproduces it (None if explicit)."""
+    dim = manifest.latent_dim
+    assert dim is not None and manifest.latent_distribution is not None
     if body.latents is not None:
         lengths = {len(vector) for vector in body.latents}
         if lengths != {dim}:
@@ -132,6 +140,17 @@ def _build_latents(body: GenerateRequest, manifest: Manifest, limit: int) -> tup
         return latents.interpolate(start, end, walk.steps, walk.method), None
     seed = body.seed if body.seed is not None else latents.new_seed()
     return latents.sample(seed, count, dim, manifest.latent_distribution), seed
+
+
+def _check_output_size(fmt: str, count: int, manifest: Manifest, as_grid: bool) -> None:
+    """422 before compute when the images (or their grid) are too large for the format asked for."""
+    side = manifest.image_size
+    if side is None:
+        return
+    width, height = codecs.grid_size(count, side, side) if as_grid else (side, side)
+    problem = codecs.size_problem(fmt, width, height)
+    if problem is not None:
+        raise ApiError(422, "output_too_large", problem + (" (or fewer images per grid)" if as_grid else ""))
 
 
 def _negotiate(accept: str | None, default_format: str) -> str | None:
@@ -296,9 +315,14 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             "`X-API-Key: <key>` (probes, /metrics and the docs stay open)."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
+        redoc_url=None,
     )
+    app.router.route_class = OffloadedJSONRoute  # large JSON bodies are parsed off the event loop
     app.state.service = state
     install_error_handlers(app)
+    # Added last = outermost: auth and metrics see every request; admission runs after the key check.
+    app.add_middleware(AdmissionMiddleware, state=state)
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=state.metrics)
 
     @app.post(
@@ -313,7 +337,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
                 "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
                 "headers": {"X-Seed": {"description": "Seed of a grid response", "schema": {"type": "integer"}}},
             },
-            **error_responses(400, 401, 404, 406, 413, 422, 503, 504),
+            **error_responses(400, 401, 404, 406, 408, 413, 422, 503, 504),
         },
     )
     async def generate(
@@ -324,9 +348,14 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         entry = resolve_model(state, body.model, "generate", request)
         manifest = entry.manifest
         grid_format = _negotiate(request.headers.get("accept"), body.format)
-        vectors, seed = _build_latents(body, manifest, settings.max_images_per_request)
+        count = _image_count(body, settings.max_images_per_request)
+        as_grid = grid_format is not None
+        _check_output_size(grid_format or body.format, count, manifest, as_grid)
+        assert entry.batcher is not None
+        with batching_errors_as_http(state):
+            entry.batcher.check_room(count)  # before any latent is drawn
+        vectors, seed = _build_latents(body, manifest, count)
         feeds = {manifest.inputs[0].name: entry.runtime.shape_latents(vectors)}
-        count = len(vectors)
         if grid_format is None:
             content = await _infer(
                 state, entry, feeds, request, lambda out: _render_json(entry.name, out, body, seed, vectors)
@@ -391,6 +420,7 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_docs(app)
 
     if settings.api_keys:
         _document_auth(app)

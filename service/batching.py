@@ -200,13 +200,7 @@ class Batcher:
         rows = int(next(iter(feeds.values())).shape[0])
         if rows < 1 or any(int(arr.shape[0]) != rows for arr in feeds.values()):
             raise ValueError("every input needs the same, non-zero number of rows")
-        if self._queued_rows + rows > self.max_queue_rows:
-            if self._metrics is not None:
-                self._m_rejected["queue_full"].inc()
-            raise QueueFull(
-                f"model {self.name!r} is at capacity ({self._queued_rows} of {self.max_queue_rows} "
-                f"rows queued); retry shortly"
-            )
+        self.check_room(rows)
         now = loop.time()
         deadline = now + timeout if timeout is not None else math.inf
         job = _Job(feeds, rows, _group_key(feeds), loop.create_future(), deadline, now, finish)
@@ -226,6 +220,20 @@ class Batcher:
                 timer.cancel()
             if watcher is not None:
                 watcher.cancel()
+            # A raised error's traceback holds this frame, and the frame the job, whose future holds the
+            # error: a cycle that would keep the job's arrays until the next full garbage collection.
+            del job, timer, watcher
+
+    def check_room(self, rows: int) -> None:
+        """Raise `QueueFull` unless `rows` more rows fit in the queue now (callers check before they
+        build a request's inputs, so a refusal costs no sampling or decoding)."""
+        if self._queued_rows + rows > self.max_queue_rows:
+            if self._metrics is not None:
+                self._m_rejected["queue_full"].inc()
+            raise QueueFull(
+                f"model {self.name!r} is at capacity ({self._queued_rows} of {self.max_queue_rows} "
+                f"rows queued); retry shortly"
+            )
 
     def _set_queued(self, rows: int) -> None:
         self._queued_rows = rows
@@ -238,6 +246,8 @@ class Batcher:
         if left:
             job.taken = job.rows
             self._set_queued(self._queued_rows - left)
+            with contextlib.suppress(ValueError):  # leave the queue now, not when the worker next looks
+                self._pending.remove(job)
         if job.future.done():
             return False
         if exc is None:
@@ -280,6 +290,7 @@ class Batcher:
             task = loop.create_task(self._run_guarded(batch), name=f"batch-{self.name}")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            del batch, task  # not kept alive (with its inputs) while the worker waits for the next one
 
     async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[tuple[_Job, int, int]]:
         """Wait for a first job, then until the batch is full or its delay is over; take it."""

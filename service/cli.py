@@ -21,10 +21,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from service.metrics import MULTIPROC_ENV
+from service.protocol import protocol_class
 from service.registry import ModelRegistry, cpu_count
 from service.runtime import CPU, ModelLoadError, select_providers
 from service.settings import Settings
@@ -83,15 +85,11 @@ def _serve_workers(settings: Settings, overrides: dict[str, object], workers: in
             stale.unlink()
     os.environ[MULTIPROC_ENV] = str(folder)
     try:
-        uvicorn.run(
-            "service.app:app_factory",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=workers,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-        )
+        options = uvicorn_options(settings)
+        options["workers"] = workers
+        if "http" in options:  # workers are spawned: they import the protocol by name (service.protocol)
+            options["http"] = "service.protocol:WorkerProtocol"
+        uvicorn.run("service.app:app_factory", factory=True, **options)
     finally:
         if own_folder:
             shutil.rmtree(folder, ignore_errors=True)
@@ -123,15 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     from service.app import create_app
 
     app = create_app(settings, registry=registry)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        workers=1,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-    )
+    uvicorn.run(app, **uvicorn_options(settings))
     return 0
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's settings for `settings`: connection cap, keep-alive, and the request-head bounds
+    (service.protocol); every limit is per process."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": 1,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+    }
+    protocol = protocol_class(settings.header_timeout_s, settings.max_header_bytes)
+    if protocol is not None:
+        options["http"] = protocol
+    return options
 
 
 if __name__ == "__main__":

@@ -29,6 +29,29 @@ _PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB,
 _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
+#: Largest side each format can store: WebP's 14-bit dimensions, JPEG's 16-bit ones; PNG's are 31-bit.
+MAX_SIDE: dict[str, int] = {"webp": 16383, "jpeg": 65535, "png": 2**31 - 1}
+
+
+def size_problem(fmt: str, width: int, height: int) -> str | None:
+    """Why a `width` x `height` image cannot be encoded as `fmt` (checked before any compute), or None."""
+    limit = MAX_SIDE[fmt]
+    if width <= limit and height <= limit:
+        return None
+    fits = [name for name, side in MAX_SIDE.items() if width <= side and height <= side]
+    return (
+        f"a {width}x{height} result does not fit {fmt.upper()} (at most {limit} pixels per side); "
+        f"ask for format={' or '.join(fits)} or send a smaller image"
+    )
+
+
+def grid_size(count: int, height: int, width: int, padding: int = 2) -> tuple[int, int]:
+    """(width, height) of `grid` for `count` images of `height` x `width`."""
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    return columns * width + (columns + 1) * padding, rows * height + (rows + 1) * padding
+
+
 def to_uint8(images: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     """Map [N, C, H, W] floats in `value_range` to [N, H, W, C] uint8 (clipped, rounded)."""
     low, high = value_range

@@ -129,13 +129,15 @@ class Manifest(BaseModel):
         """Read and validate `directory/manifest.json`, refusing unknown versions by name."""
         path = Path(directory) / MANIFEST_FILENAME
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise ManifestError(
                 f"{path}: no manifest.json (was the model exported with gan-export?)"
             ) from exc
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
+        except UnicodeDecodeError as exc:  # JSON is UTF-8 (RFC 8259); a Latin-1 edit or a binary file is not
+            raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
         if not isinstance(raw, dict):
             raise ManifestError(f"{path}: expected a JSON object")
         version = raw.get("manifest_version")

@@ -33,8 +33,18 @@ class TranslateOptions(SuperResolveOptions):
 
 
 def parse_options(model: type[BaseModel], fields: dict[str, list[str]]) -> Any:
-    """Validate request fields (last value wins, except list fields); errors use the 422 shape."""
-    values: dict[str, Any] = {key: (vals if key in _LIST_FIELDS else vals[-1]) for key, vals in fields.items() if vals}
+    """Validate request fields; errors use the 422 shape. A single-valued field given twice (in the
+    query, or in the form) is refused rather than silently taking one value: `format=png&format=webp`
+    has no right answer."""
+    repeated = [key for key, vals in fields.items() if len(vals) > 1 and key not in _LIST_FIELDS]
+    if repeated:
+        raise RequestValidationError(
+            [
+                {"loc": ["body", key], "msg": f"given {len(fields[key])} times; give it once", "type": "repeated_field"}
+                for key in repeated
+            ]
+        )
+    values: dict[str, Any] = {key: (vals if key in _LIST_FIELDS else vals[0]) for key, vals in fields.items() if vals}
     try:
         return model.model_validate(values)
     except ValidationError as exc:

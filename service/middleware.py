@@ -1,7 +1,9 @@
-"""One pure-ASGI middleware for what every request needs: API-key check, body-size cap, metrics.
+"""One pure-ASGI middleware for what every request needs: API-key check, metrics, safe headers.
 
 Pure ASGI rather than Starlette's `BaseHTTPMiddleware`, which adds a task and stream copy per
-request; this path is on every request the batcher is benchmarked through.
+request; this path is on every request the batcher is benchmarked through. Body caps, timeouts and
+overload refusals are the next layer in (service.admission), so an unauthenticated request is
+refused before anything else looks at it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import ApiError
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -24,12 +24,18 @@ OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/
 OPEN_PREFIXES = ("/static/",)
 #: Endpoint label values; anything else is `other`, so scanners cannot blow up label cardinality.
 ENDPOINTS = frozenset({"/generate", "/super-resolve", "/translate", "/models", "/healthz", "/readyz", "/metrics"})
+#: Docs paths, which `GAN_DOCS_REQUIRE_KEY` closes (with their assets under /docs-assets/).
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_PREFIX = "/docs-assets/"
+#: Every response says its Content-Type is the truth: no browser sniffs an error JSON or image as HTML.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 #: Scope key under which a handler records the model it served (the `model` metric label).
 MODEL_SCOPE_KEY = "gan.model"
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_error(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer with the service's error shape straight from ASGI (no Request, no body read)."""
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     await send(
         {
@@ -49,7 +55,7 @@ class ServiceMiddleware:
     def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
         self.app = app
         self.keys = [key.encode() for key in settings.api_keys]
-        self.max_body = settings.max_upload_bytes
+        self.docs_open = not settings.docs_require_key
         self.metrics = metrics
 
     def _authorized(self, headers: list[tuple[bytes, bytes]]) -> bool:
@@ -75,6 +81,7 @@ class ServiceMiddleware:
         async def send_wrapper(message: Message) -> None:
             nonlocal status, timed
             if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), _NOSNIFF]}
                 status = message["status"]
                 timed = True
                 self.metrics.request_duration.labels(endpoint, scope.get(MODEL_SCOPE_KEY, "")).observe(
@@ -84,8 +91,8 @@ class ServiceMiddleware:
 
         try:
             headers = scope["headers"]
-            if self.keys and not _is_open(path) and not self._authorized(headers):
-                await _send_error(
+            if self.keys and not self._is_open(path) and not self._authorized(headers):
+                await send_error(
                     send_wrapper,
                     401,
                     "unauthorized",
@@ -93,18 +100,6 @@ class ServiceMiddleware:
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
-            length = next((v for n, v in headers if n == b"content-length"), None)
-            if length is not None and length.isdigit() and int(length) > self.max_body:
-                await _send_error(
-                    send_wrapper,
-                    413,
-                    "payload_too_large",
-                    f"request body of {int(length)} bytes exceeds the limit of {self.max_body} bytes",
-                    [(b"connection", b"close")],
-                )
-                return
-            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                receive = self._capped(receive)
             await self.app(scope, receive, send_wrapper)
         finally:
             if not timed:
@@ -113,21 +108,7 @@ class ServiceMiddleware:
                 )
             self.metrics.requests.labels(endpoint, scope.get(MODEL_SCOPE_KEY, ""), str(status)).inc()
 
-    def _capped(self, receive: Receive) -> Receive:
-        """Enforce the body cap on chunked uploads, which announce no Content-Length."""
-        seen = 0
-
-        async def capped() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise ApiError(413, "payload_too_large", f"request body exceeds the limit of {self.max_body} bytes")
-            return message
-
-        return capped
-
-
-def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+    def _is_open(self, path: str) -> bool:
+        if path in DOCS_PATHS or path.startswith(DOCS_PREFIX):
+            return self.docs_open
+        return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)

@@ -178,6 +178,14 @@ class ModelRegistry:
     def not_ready_reasons(self) -> list[str]:
         return [f"{entry.name}: {entry.error or entry.state}" for entry in self.entries.values() if not entry.ready]
 
+    def batch_size(self, entry: ModelEntry) -> int:
+        """Most rows per ONNX Runtime call for `entry`: super-resolution tiles carry x`scale` feature
+        maps, so their batch (and with it the process's peak memory) has its own bound."""
+        s = self.settings
+        if entry.manifest.task == "super_resolve" and s.sr_max_batch_size:
+            return min(s.sr_max_batch_size, s.max_batch_size)
+        return s.max_batch_size
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self, metrics: Metrics | None = None, finish_executor: Executor | None = None) -> None:
@@ -198,7 +206,7 @@ class ModelRegistry:
         entry.batcher = Batcher(
             entry.name,
             entry.runtime.images,
-            max_batch_size=s.max_batch_size,
+            max_batch_size=self.batch_size(entry),
             max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
             max_queue_rows=s.max_queue_size,
             metrics=self._metrics,
@@ -233,12 +241,13 @@ class ModelRegistry:
         number = entry.version.version if entry.version is not None else None
         self._metrics.model_version.labels(entry.name).set(number or 0)  # 0: the flat layout
 
-    def warmup_batch_sizes(self) -> list[int]:
-        """Every batch size the batcher can form (it sends 1..max_batch_size rows, nothing else), or with
-        GAN_WARMUP=ends only the two ends (a slow CPU model: a new shape costs little on CPU)."""
+    def warmup_batch_sizes(self, entry: ModelEntry) -> list[int]:
+        """Every batch size `entry`'s batcher can form (it sends 1..batch_size(entry) rows, nothing else), or
+        with GAN_WARMUP=ends only the two ends (a slow CPU model: a new shape costs little on CPU)."""
+        largest = self.batch_size(entry)
         if self.settings.warmup == "ends":
-            return sorted({1, self.settings.max_batch_size})
-        return list(range(1, self.settings.max_batch_size + 1))
+            return sorted({1, largest})
+        return list(range(1, largest + 1))
 
     async def warm_up(self) -> None:
         """Run each model at every batch size the batcher can form, on its own inference thread(s)."""
@@ -259,11 +268,11 @@ class ModelRegistry:
             log.info("%s warmed up and ready", entry.name)
 
     async def warm_entry(self, entry: ModelEntry) -> None:
-        """One call at each of `warmup_batch_sizes()`, on the entry's inference thread; raises on failure
+        """One call at each of `warmup_batch_sizes(entry)`, on the entry's inference thread; raises on failure
         (including a model that answers with the wrong number of rows)."""
         loop = asyncio.get_running_loop()
         executor = entry.batcher.executor if entry.batcher is not None else None
-        for batch in self.warmup_batch_sizes():
+        for batch in self.warmup_batch_sizes(entry):
             feeds = entry.runtime.dummy_feeds(batch)
             out = await loop.run_in_executor(executor, entry.runtime.images, feeds)
             if out.shape[0] != batch:

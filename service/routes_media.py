@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service import codecs
+from service import codecs, memory, tiling
 from service import translate as tr
 from service.batching import ClientDisconnected, DeadlineExceeded
 from service.dispatch import batching_errors_as_http, resolve_model
@@ -40,8 +40,9 @@ from service.media_schemas import (
     parse_options,
 )
 from service.registry import ModelEntry
+from service.settings import Settings
 from service.super_resolve import SuperResolveWork
-from service.uploads import decode_image, read_upload
+from service.uploads import decode_image, probe, read_upload
 
 if TYPE_CHECKING:
     from service.app import ServiceState
@@ -64,6 +65,23 @@ async def _until_disconnect(receive: Callable[[], Awaitable[Mapping[str, Any]]])
     await asyncio.Event().wait()  # a server that answers otherwise: stop watching, never return
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's outcome as seen: a request that stopped waiting for it (client gone, deadline)
+    must not leave an "exception was never retrieved" traceback in the log."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def within(deadline: float, state: ServiceState, work: Awaitable[Any]) -> Any:
+    """Await `work` (e.g. decoding on the codec pool) until the request's deadline, then 504."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await work
+    except TimeoutError:
+        timeout = state.settings.request_timeout_s
+        raise ApiError(504, "deadline_exceeded", f"no result within the request timeout of {timeout:g} s") from None
+
+
 async def infer_rows(
     state: ServiceState,
     entry: ModelEntry,
@@ -72,18 +90,20 @@ async def infer_rows(
     prepare: Callable[[int, int], dict[str, np.ndarray]],
     finish: Callable[[int, np.ndarray], Any],
     chunk: int | None = None,
+    deadline: float | None = None,
 ) -> list[Any]:
     """Queue rows [0, count) on the model's batcher in chunks and return each chunk's `finish` value.
 
     `prepare(first, stop)` builds a chunk's feeds and `finish(first, out)` consumes its output rows,
-    both on the codec pool. One deadline (GAN_REQUEST_TIMEOUT_S) covers the whole request; a client
-    disconnect cancels every chunk still queued. Batching outcomes become the usual HTTP errors.
+    both on the codec pool. One deadline (`deadline`, event-loop time, by default GAN_REQUEST_TIMEOUT_S
+    from now) covers the whole request; a client disconnect cancels every chunk still queued.
+    Batching outcomes become the usual HTTP errors.
     """
     batcher = entry.batcher
     assert batcher is not None
     loop = asyncio.get_running_loop()
-    timeout = state.settings.request_timeout_s
-    deadline = loop.time() + timeout
+    if deadline is None:
+        deadline = loop.time() + state.settings.request_timeout_s
     size = chunk or max(1, min(batcher.max_batch_size, batcher.max_queue_rows))
     window = asyncio.Semaphore(batcher.streams + _EXTRA_CHUNKS_IN_FLIGHT)
 
@@ -98,6 +118,7 @@ async def infer_rows(
 
     tasks = [loop.create_task(one(first)) for first in range(0, count, size)]
     work = asyncio.gather(*tasks)
+    work.add_done_callback(_retrieve)
     watcher = loop.create_task(_until_disconnect(request.receive))
     try:
         with batching_errors_as_http(state):
@@ -112,9 +133,28 @@ async def infer_rows(
         watcher.cancel()
         for task in tasks:
             task.cancel()
+        # The error on its way out holds this frame in its traceback; without these the frame would
+        # hold the chunks' tasks and their errors (and those this frame): a cycle keeping the arrays.
+        del work, tasks, watcher
 
 
 # ---------------------------------------------------------------------------- /super-resolve
+
+
+def _check_cost(settings: Settings, width: int, height: int, scale: int, fmt: str) -> None:
+    """From the header alone: 413 over `GAN_SR_MAX_TILES`, 422 when the result cannot be `fmt`."""
+    tiles = tiling.count(height, width, settings.sr_tile_size, settings.sr_tile_overlap)
+    if tiles > settings.sr_max_tiles:
+        raise ApiError(
+            413,
+            "too_many_tiles",
+            f"a {width}x{height} image is {tiles} tiles of up to {settings.sr_tile_size}x{settings.sr_tile_size} "
+            f"pixels; this service computes at most {settings.sr_max_tiles} per request: send a smaller image",
+        )
+    problem = codecs.size_problem(fmt, width * scale, height * scale)
+    if problem is not None:
+        raise ApiError(422, "output_too_large", problem)
+
 
 
 @router.post(
@@ -127,7 +167,7 @@ async def infer_rows(
             "description": "The image upscaled x`scale`, in the requested format. Headers: `X-Scale`, `X-Tiles`.",
             "content": IMAGE_RESPONSE_CONTENT,
         },
-        **error_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        **error_responses(400, 401, 404, 408, 413, 415, 422, 503, 504),
     },
 )
 async def super_resolve(request: Request) -> Response:
@@ -140,13 +180,18 @@ async def super_resolve(request: Request) -> Response:
     """
     state = _state(request)
     settings = state.settings
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.request_timeout_s  # covers reading, decoding and computing
     upload = await read_upload(request, settings.max_upload_bytes)
     options: SuperResolveOptions = parse_options(SuperResolveOptions, upload.fields)
     entry = resolve_model(state, options.model, "super_resolve", request)
     manifest = entry.manifest
-    assert manifest.scale is not None
+    assert manifest.scale is not None and entry.batcher is not None
     name = manifest.inputs[0].name
-    loop = asyncio.get_running_loop()
+    width, height = probe(upload.data, settings.max_input_pixels)
+    _check_cost(settings, width, height, manifest.scale, options.format)
+    with batching_errors_as_http(state):
+        entry.batcher.check_room(1)  # a full queue refuses before anything is decoded
 
     def prepare_work() -> SuperResolveWork:
         return SuperResolveWork(
@@ -157,16 +202,22 @@ async def super_resolve(request: Request) -> Response:
             input_range=manifest.input_range or (0.0, 1.0),
         )
 
-    work = await loop.run_in_executor(state.codec_pool, prepare_work)
-    await infer_rows(
-        state,
-        entry,
-        request,
-        work.tiles.count,
-        lambda first, stop: {name: work.chunk(first, stop)},
-        work.place,
-    )
-    content = await loop.run_in_executor(state.codec_pool, work.encode, options.format, options.quality)
+    large = width * height * manifest.scale**2 >= memory.TRIM_AFTER_PIXELS
+    try:
+        work = await within(deadline, state, loop.run_in_executor(state.codec_pool, prepare_work))
+        await infer_rows(
+            state,
+            entry,
+            request,
+            work.tiles.count,
+            lambda first, stop: {name: work.chunk(first, stop)},
+            work.place,
+            deadline=deadline,
+        )
+        content = await loop.run_in_executor(state.codec_pool, work.encode, options.format, options.quality)
+    finally:
+        if large:  # after a large request, succeeded or not, hand the freed heap back (service.memory)
+            memory.release_soon(state.codec_pool)
     state.metrics.images.labels(entry.name).inc()
     state.metrics.output_pixels.labels(entry.name).inc(work.output_pixels)
     return Response(
@@ -218,7 +269,7 @@ def _render_translations(
             "model": TranslateResponse,
             "content": IMAGE_RESPONSE_CONTENT,
         },
-        **error_responses(400, 401, 404, 413, 415, 422, 503, 504),
+        **error_responses(400, 401, 404, 408, 413, 415, 422, 503, 504),
     },
 )
 async def translate(request: Request) -> Response:
@@ -231,7 +282,8 @@ async def translate(request: Request) -> Response:
     """
     state = _state(request)
     settings = state.settings
-    upload = await read_upload(request, settings.max_upload_bytes)
+    # room for every target set and the few option fields, so 65 targets is a 413 too_many_images below
+    upload = await read_upload(request, settings.max_upload_bytes, max_fields=settings.max_images_per_request + 8)
     options: TranslateOptions = parse_options(TranslateOptions, upload.fields)
     entry = resolve_model(state, options.model, "translate", request)
     manifest = entry.manifest
@@ -245,6 +297,12 @@ async def translate(request: Request) -> Response:
     labels = tr.build_labels(targets, manifest)
     image_name, label_name = tr.input_names(manifest)
     size = tr.image_size(manifest, image_name)
+    problem = codecs.size_problem(options.format, size, size)
+    if problem is not None:
+        raise ApiError(422, "output_too_large", problem)
+    assert entry.batcher is not None
+    with batching_errors_as_http(state):
+        entry.batcher.check_room(len(targets))  # before the upload is decoded
 
     def prepare(first: int, stop: int) -> dict[str, np.ndarray]:
         row = tr.model_input(decode_image(upload.data, settings.max_input_pixels), manifest, size)

@@ -83,6 +83,36 @@ class Settings(BaseSettings):
         16, ge=0, description="Context pixels around each tile's kept centre; must be < sr_tile_size / 2."
     )
 
+    sr_max_tiles: int = Field(
+        1024, ge=1, description="Most tiles one /super-resolve request may need; more is 413 (checked from the header)."
+    )
+    sr_max_batch_size: int = Field(
+        8,
+        ge=0,
+        description="Most tiles per ONNX Runtime call of a super_resolve model (its peak memory); 0 = max_batch_size.",
+    )
+    max_concurrent_requests: int = Field(
+        64, ge=1, description="Inference requests in progress per process; beyond it, 503 before the body is read."
+    )
+    overload_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long an overload refusal (503 before the body) is held before it is sent; paces clients "
+        "that ignore Retry-After. 0 = at once.",
+    )
+    max_connections: int = Field(
+        1024, ge=1, description="Open connections (and requests) per process; beyond it uvicorn answers 503."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Time a client has to send a request's line and headers; then 408 and close."
+    )
+    max_header_bytes: int = Field(65536, ge=1024, description="Largest request line + headers; more is 431.")
+    body_timeout_s: float = Field(30.0, gt=0, description="Time a client has to send a whole request body; then 408.")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    docs_require_key: bool = Field(
+        False, description="With API keys, the API docs (/docs, /redoc, /openapi.json) need a key too."
+    )
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:

@@ -37,7 +37,6 @@ class SuperResolveWork:
         self.image = image
         self.scale = scale
         self.tiles = tiling.plan(image.height, image.width, tile, overlap)
-        self._padded = tiling.pad_for(image.rgb, self.tiles)
         low, high = input_range
         self._in_scale = np.float32((high - low) / 255.0)
         self._in_offset = np.float32(low)
@@ -49,7 +48,7 @@ class SuperResolveWork:
 
     def chunk(self, first: int, stop: int) -> np.ndarray:
         """Tiles [first, stop) as float32 [n, 3, th, tw] in the model's input range."""
-        tiles = tiling.cut(self._padded, self.tiles, first, stop).astype(np.float32)
+        tiles = tiling.cut(self.image.rgb, self.tiles, first, stop).astype(np.float32)
         tiles *= self._in_scale
         tiles += self._in_offset
         return tiles

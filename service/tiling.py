@@ -6,11 +6,11 @@ network's receptive field; each tile is cut with `overlap` pixels of real contex
 it keeps, and only that centre is stitched in, so as long as `overlap` covers the receptive field
 the stitched image equals a run on the whole image (no seams, no blending needed).
 
-Tiles lie inside the image wherever the image is at least one tile long: at an image border the
-tile's edge *is* the image edge, so the network sees exactly the border it would see on the whole
-image. Only along an axis shorter than a tile is the image padded (by reflection, to the full tile
-length) so every tile of a request has the same shape; that padding is outside the kept region.
-An image no larger than one tile in both axes is one tile of its own size (no padding at all).
+Tiles lie inside the image: at an image border the tile's edge *is* the image edge, so the network
+sees exactly the border it would see on the whole image. Along an axis shorter than a tile, the tile
+is as long as the axis (never padded): a 4096 x 1 image is tiles of 1 x `tile` pixels, so memory and
+compute grow with the real pixels, not with full square tiles. Every tile of one request has the
+same shape; an image no larger than one tile in both axes is one tile of its own size.
 """
 
 from __future__ import annotations
@@ -67,30 +67,36 @@ class TilePlan:
 
 
 def plan(height: int, width: int, tile: int, overlap: int) -> TilePlan:
-    """Tile an image; one native-size tile when it fits in `tile` x `tile`."""
-    if height <= tile and width <= tile:
-        return TilePlan(height, width, height, width, (Span(0, 0, height),), (Span(0, 0, width),))
+    """Tile an image: `tile` long along each axis, or the axis's own length where that is shorter."""
     return TilePlan(
-        height, width, tile, tile, tuple(plan_axis(height, tile, overlap)), tuple(plan_axis(width, tile, overlap))
+        height,
+        width,
+        min(tile, height),
+        min(tile, width),
+        tuple(plan_axis(height, tile, overlap)),
+        tuple(plan_axis(width, tile, overlap)),
     )
 
 
-def pad_for(image: np.ndarray, tiles: TilePlan) -> np.ndarray:
-    """[H, W, C] -> padded by reflection at the bottom/right to at least one tile (a no-op if it is)."""
-    pad_h = max(0, tiles.tile_height - image.shape[0])
-    pad_w = max(0, tiles.tile_width - image.shape[1])
-    if not pad_h and not pad_w:
-        return image
-    return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
+def count(height: int, width: int, tile: int, overlap: int) -> int:
+    """Tiles `plan` makes for an image, without building the plan's spans (from an upload's header)."""
+
+    def axis(length: int) -> int:
+        if length <= tile:
+            return 1
+        first, step = tile - overlap, tile - 2 * overlap
+        return 1 + max(0, -(-(length - first - overlap) // step)) if length > first else 1
+
+    return axis(height) * axis(width)
 
 
-def cut(padded: np.ndarray, tiles: TilePlan, first: int, stop: int) -> np.ndarray:
-    """Tiles [first, stop) of a `pad_for` image as one [n, C, tile_h, tile_w] array (same dtype)."""
+def cut(image: np.ndarray, tiles: TilePlan, first: int, stop: int) -> np.ndarray:
+    """Tiles [first, stop) of an [H, W, C] image as one [n, C, tile_h, tile_w] array (same dtype)."""
     th, tw = tiles.tile_height, tiles.tile_width
-    out = np.empty((stop - first, th, tw, padded.shape[2]), dtype=padded.dtype)
+    out = np.empty((stop - first, th, tw, image.shape[2]), dtype=image.dtype)
     for i in range(first, stop):
         row, col = tiles.tile(i)
-        out[i - first] = padded[row.start : row.start + th, col.start : col.start + tw]
+        out[i - first] = image[row.start : row.start + th, col.start : col.start + tw]
     return out.transpose(0, 3, 1, 2)
 
 

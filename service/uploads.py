@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import Request
 from PIL import Image, ImageOps
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from service.errors import ApiError
 
@@ -84,17 +86,32 @@ def _refuse_declared(media: str) -> None:
         raise ApiError(415, "unsupported_image_format", f"{media} is not supported; send a {_SUPPORTED} image")
 
 
-async def read_upload(request: Request, max_bytes: int) -> Upload:
+async def _read_form(request: Request, max_fields: int) -> Any:
+    """The multipart form; too many parts is a 413 (a limit), a second file a 422, not a bare 400."""
+    try:
+        return await request.form(max_files=1, max_fields=max_fields)
+    except HTTPException as exc:
+        detail = str(exc.detail)
+        if detail.startswith("Too many fields"):
+            raise ApiError(413, "too_many_fields", f"more than {max_fields} form fields in one request") from None
+        if detail.startswith("Too many files"):
+            raise ApiError(422, "unexpected_file", "send exactly one file part, named `image`") from None
+        raise
+
+
+async def read_upload(request: Request, max_bytes: int, max_fields: int = 64) -> Upload:
     """The uploaded image and the request's fields.
 
     Accepts `multipart/form-data` with a file field `image` (other form fields are options and
     take precedence over query parameters of the same name), or the image itself as the body with
     an image Content-Type (or application/octet-stream; options then come from the query).
+    At most `max_fields` form fields are parsed (more is 413), so that a form of thousands of tiny
+    fields costs no more than the limit.
     """
     fields: dict[str, list[str]] = {key: request.query_params.getlist(key) for key in request.query_params}
     media = _media_type(request.headers.get("content-type"))
     if media == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=64)
+        form = await _read_form(request, max_fields)
         try:
             image: UploadFile | None = None
             form_fields: dict[str, list[str]] = {}
@@ -132,6 +149,43 @@ async def read_upload(request: Request, max_bytes: int) -> Upload:
     return Upload(data, fields)
 
 
+def probe(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) from the header alone, after the format and pixel-count checks of `decode_image`;
+    what a request's cost is computed from before anything is decoded."""
+    kind = _supported_kind(data)
+    try:
+        with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[kind]]) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, "image_too_large", f"image refused before decoding: {exc}") from None
+    except Exception as exc:
+        message = f"the {kind.upper()} image header could not be read ({_reason(exc)})"
+        raise ApiError(400, "corrupt_image", message) from None
+    _check_pixels(width, height, max_pixels)
+    return width, height
+
+
+def _supported_kind(data: bytes) -> str:
+    kind = sniff(data)
+    if kind not in PILLOW_FORMATS:
+        named = f"{kind.upper()} images are" if kind else "the upload is not a PNG, JPEG or WebP image and"
+        raise ApiError(415, "unsupported_image_format", f"{named} not supported; send a {_SUPPORTED} image")
+    return kind
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ApiError(
+            413,
+            "image_too_large",
+            f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels",
+        )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     """Decode an upload after checking its format and its header's size; see the module docstring.
 
@@ -140,28 +194,18 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     transparency) split into RGB + alpha; CMYK/YCbCr/palette converted to RGB. EXIF orientation
     (phone JPEGs) is applied, so the result is upright as a viewer shows it.
     """
-    kind = sniff(data)
-    if kind not in PILLOW_FORMATS:
-        named = f"{kind.upper()} images are" if kind else "the upload is not a PNG, JPEG or WebP image and"
-        raise ApiError(415, "unsupported_image_format", f"{named} not supported; send a {_SUPPORTED} image")
+    kind = _supported_kind(data)
     label = kind.upper()
     try:
         with Image.open(io.BytesIO(data), formats=[PILLOW_FORMATS[kind]]) as img:
-            width, height = img.size
-            if width * height > max_pixels:  # the header only: nothing is decoded yet
-                raise ApiError(
-                    413,
-                    "image_too_large",
-                    f"image of {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels",
-                )
+            _check_pixels(*img.size, max_pixels)  # the header only: nothing is decoded yet
             return _to_arrays(img, kind)
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", f"image refused before decoding: {exc}") from None
     except ApiError:
         raise
     except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ... for broken files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ApiError(400, "corrupt_image", f"the {label} image could not be decoded ({reason})") from None
+        raise ApiError(400, "corrupt_image", f"the {label} image could not be decoded ({_reason(exc)})") from None
 
 
 def _to_arrays(img: Image.Image, kind: str) -> DecodedImage:

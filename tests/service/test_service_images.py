@@ -129,7 +129,7 @@ def test_warmup_ends_runs_only_the_two_ends(tmp_path: Path) -> None:
     add_generator(tmp_path, "m")
     for mode, expected in (("all", list(range(1, 9))), ("ends", [1, 8])):
         registry = ModelRegistry.load(Settings(model_dir=tmp_path, device="cpu", max_batch_size=8, warmup=mode))
-        assert registry.warmup_batch_sizes() == expected
+        assert registry.warmup_batch_sizes(registry.entries["m"]) == expected
 
 
 def test_a_worker_slot_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:

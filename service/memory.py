@@ -1,0 +1,48 @@
+"""Give freed heap memory back to the operating system after a large request.
+
+Why: a large `/super-resolve` allocates and frees hundreds of MB in several threads (decode, tiles,
+canvas, encode on the codec pool; ONNX Runtime on the inference thread). glibc keeps freed memory in
+per-thread arenas unless it lies at the top of one, so after a burst the process stays large for good
+(measured with bench/bench_memory.py: 2x its steady RSS after a minute idle, with ONNX Runtime's
+arena already shrinking). `malloc_trim(0)` returns every arena's free pages. It costs a few
+milliseconds, so it runs only after requests whose result has `TRIM_AFTER_PIXELS` or more, on the
+codec pool, a second after the request (when its arrays and response body are gone).
+Elsewhere than glibc it does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from concurrent.futures import Executor
+
+log = logging.getLogger("service.memory")
+
+#: Requests whose result has at least this many pixels trim afterwards (a 1024x1024 input at x2).
+TRIM_AFTER_PIXELS = 4 * 1024 * 1024
+
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Return free heap pages to the OS (glibc `malloc_trim(0)`); a no-op without glibc."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def release_soon(executor: Executor, delay_s: float = 1.0) -> None:
+    """Trim on `executor` `delay_s` from now: after the request's handler has returned and its response
+    was sent, so the arrays and the response body it still held are freed by then."""
+    loop = asyncio.get_running_loop()
+    loop.call_later(delay_s, lambda: loop.run_in_executor(executor, release_free_memory))
