@@ -13,10 +13,12 @@ end
 
 local counter = 0
 local headers = { ["Content-Type"] = "application/json" }
+-- images per request (bench_generate.py --images-per-request sets it)
+local images = tonumber(os.getenv("BENCH_IMAGES") or "1")
 
 function request()
   counter = counter + 1
-  local body = string.format('{"num_images": 1, "seed": %d}', tid * 1000000000 + counter)
+  local body = string.format('{"num_images": %d, "seed": %d}', images, tid * 1000000000 + counter)
   return wrk.format("POST", "/generate", headers, body)
 end
 

@@ -74,7 +74,8 @@ class GeneratorAPI(ls.LitAPI):
 
     def encode_response(self, output: tuple[int, np.ndarray]) -> dict:
         seed, images = output
-        pixels = codecs.to_uint8(images, self.value_range)
+        # current exports return uint8 NHWC images from the graph, as gan-serve serves them
+        pixels = images if images.dtype == np.uint8 else codecs.to_uint8(images, self.value_range)
         return {
             "model": self.model_name,
             "media_type": "image/png",

@@ -11,6 +11,7 @@ weights. Skipped when the model already exists (pass --force to rebuild).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,8 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.work / "models"
     model = repo / "dcgan" / "model.onnx"
     if model.is_file() and not args.force:
-        print(f"model exists: {model}")
-        return 0
+        outputs = json.loads((model.parent / "manifest.json").read_text())["outputs"]
+        if outputs[0]["dtype"] == "uint8":
+            print(f"model exists: {model}")
+            return 0
+        print(f"{model}: exported before the uint8 image output; rebuilding")
     args.work.mkdir(parents=True, exist_ok=True)
     train = [
         sys.executable, "-m", "trainer.cli", "dcgan",

@@ -30,12 +30,14 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- train-speed:begin -->", "<!-- train-speed:end -->"
 
 
-def peer_images_per_s(dataset: ShapesDataset, image_size: int, batch_size: int, steps: int, warmup: int) -> float:
-    """The pytorch/examples dcgan/main.py inner loop."""
+def peer_images_per_s(
+    dataset: ShapesDataset, image_size: int, batch_size: int, steps: int, warmup: int, device: str = "cpu"
+) -> float:
+    """The pytorch/examples dcgan/main.py inner loop (float32, as the example runs; on `device`)."""
     config = dcgan.DCGANConfig(image_size=image_size)
     torch.manual_seed(0)
-    net_g = dcgan.build_generator(config)
-    net_d = nn.Sequential(dcgan.build_discriminator(config), nn.Sigmoid())
+    net_g = dcgan.build_generator(config).to(device)
+    net_d = nn.Sequential(dcgan.build_discriminator(config), nn.Sigmoid()).to(device)
     criterion = nn.BCELoss()
     opt_d = torch.optim.Adam(net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -44,26 +46,29 @@ def peer_images_per_s(dataset: ShapesDataset, image_size: int, batch_size: int, 
     start = None
     for i in range(warmup + steps):
         if i == warmup:
+            if device != "cpu":
+                torch.cuda.synchronize()
             start = time.perf_counter()
         try:
             real = next(batches)
         except StopIteration:
             batches = iter(loader)
             real = next(batches)
+        real = real.to(device)
         b = real.size(0)
         net_d.zero_grad()
         output = net_d(real)
-        err_d_real = criterion(output, torch.full((b,), 1.0))
+        err_d_real = criterion(output, torch.full((b,), 1.0, device=device))
         err_d_real.backward()
-        noise = torch.randn(b, config.latent_dim, 1, 1)
+        noise = torch.randn(b, config.latent_dim, 1, 1, device=device)
         fake = net_g(noise)
         output = net_d(fake.detach())
-        err_d_fake = criterion(output, torch.full((b,), 0.0))
+        err_d_fake = criterion(output, torch.full((b,), 0.0, device=device))
         err_d_fake.backward()
         opt_d.step()
         net_g.zero_grad()
         output = net_d(fake)
-        err_g = criterion(output, torch.full((b,), 1.0))
+        err_g = criterion(output, torch.full((b,), 1.0, device=device))
         err_g.backward()
         opt_g.step()
         _ = err_d_real.item() + err_d_fake.item(), err_g.item()  # the example prints these every step
@@ -71,7 +76,7 @@ def peer_images_per_s(dataset: ShapesDataset, image_size: int, batch_size: int, 
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def ours_images_per_s(image_size: int, batch_size: int, steps: int, warmup: int) -> float:
+def ours_images_per_s(image_size: int, batch_size: int, steps: int, warmup: int, device: str = "cpu") -> float:
     """Our full loop (sampler, logging, progress accounting), timed after `warmup` steps.
 
     Every run ends with a checkpoint and a sample grid; a real run amortises them over thousands of
@@ -79,8 +84,9 @@ def ours_images_per_s(image_size: int, batch_size: int, steps: int, warmup: int)
     arch = get_architecture("dcgan")
     config = arch.make_config({"image_size": image_size, "batch_size": batch_size})
     with tempfile.TemporaryDirectory() as out:
+        # amp "auto": bfloat16 autocast on CUDA, float32 on CPU (what gan-train does)
         options = TrainOptions(data="shapes:2048", steps=warmup, out=out, log_every=10, sample_every=0,
-                               checkpoint_every=0, progress=False)
+                               checkpoint_every=0, progress=False, device=device)
         run = Run("dcgan", config, options)
         run.train()
         run.options.steps = warmup + steps

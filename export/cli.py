@@ -1,4 +1,4 @@
-"""`gan-export CHECKPOINT --out REPO [--name NAME] [--opset N] [--fp16] [--triton-repo DIR]`.
+"""`gan-export CHECKPOINT --out REPO [--name NAME] [--opset N] [--precision fp32|fp16] [--triton-repo DIR]`.
 
 `gan-export --triton-from MODEL_DIR --triton-repo DIR` writes the Triton Inference Server model of a
 model that was exported before, without re-exporting it (no checkpoint, no PyTorch run).
@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.onnx_export import DEFAULT_OPSET, ExportError, export_checkpoint
+from export.onnx_export import DEFAULT_OPSET, PRECISIONS, TOLERANCE, ExportError, export_checkpoint
 from export.triton import (
     DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_MAX_BATCH_SIZE,
@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     versions.add_argument("--stage", action="store_true",
                           help="add a new version (as --new-version) but keep serving the current one "
                           "(serve it later with gan-models serve REPO/NAME N)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="half-precision weights and compute (float32 inputs/outputs); parity tolerance 2e-2")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="weights and compute: fp32, or fp16 (float32 inputs, uint8 images out; parity "
+                        f"tolerance {TOLERANCE['fp16']:g} instead of {TOLERANCE['fp32']:g}); default fp32")
+    parser.add_argument("--fp16", action="store_true", help="the same as --precision fp16")
     triton = parser.add_argument_group(
         "Triton Inference Server",
         "Batching defaults mirror gan-serve's GAN_MAX_BATCH_SIZE, GAN_MAX_BATCH_DELAY_MS, GAN_MAX_QUEUE_SIZE "
@@ -93,12 +95,14 @@ def _usage_error(message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.triton_from is not None:
-        if args.checkpoint is not None or args.fp16:
-            return _usage_error("--triton-from takes an exported model folder, not a checkpoint (or --fp16)")
+        if args.checkpoint is not None or args.fp16 or args.precision:
+            return _usage_error("--triton-from takes an exported model folder, not a checkpoint (or --precision)")
         if args.triton_repo is None:
             return _usage_error("--triton-from needs --triton-repo DIR")
     elif args.checkpoint is None:
         return _usage_error("give a CHECKPOINT to export (or --triton-from MODEL_DIR --triton-repo DIR)")
+    if args.fp16 and args.precision not in (None, "fp16"):
+        return _usage_error("--fp16 contradicts --precision fp32")
     if args.opset < 17:
         return _usage_error("--opset must be at least 17")
     try:
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.triton_from is None:
         try:
-            result = export_checkpoint(args.checkpoint, args.out, args.name, args.opset, args.fp16,
+            precision = "fp16" if args.fp16 else args.precision
+            result = export_checkpoint(args.checkpoint, args.out, args.name, args.opset, precision=precision,
                                        new_version=args.new_version or args.stage, serve=not args.stage)
         except (ExportError, CheckpointError, ValueError) as exc:
             print(f"gan-export: error: {exc}", file=sys.stderr)
@@ -116,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         m = result.manifest
         version = "" if result.version is None else f" as version {result.version}" + (
             " (staged, not served)" if args.stage else " (served)")
-        print(f"exported {m.architecture} (step {m.provenance.training_step}) to {result.directory}{version}: "
-              f"max |ONNX - PyTorch| = {m.parity_max_abs_error:.2e} (tolerance {m.parity_tolerance:g})")
+        print(f"exported {m.architecture} (step {m.provenance.training_step}, {m.precision}) to "
+              f"{result.directory}{version}: max |ONNX - PyTorch| = {m.parity_max_abs_error:.2e} "
+              f"(tolerance {m.parity_tolerance:g}), 8-bit images within {m.parity_max_level_error} level(s)")
         model_dir, triton_name = result.directory, None
     else:
         model_dir, triton_name = args.triton_from, args.name

@@ -1,8 +1,10 @@
 """Checkpoint -> verified ONNX model + manifest in a model repository.
 
 Verification is not optional: the ONNX checker, then ONNX Runtime against PyTorch on random inputs at
-several batch sizes (and spatial sizes where they are dynamic). An export that fails either writes
-nothing, so a model repository only ever holds models that were proven to match their checkpoint.
+several batch sizes (and spatial sizes where they are dynamic), first on the float graph, then on the
+final graph that ends with the mapping to 8-bit NHWC images (`export.image_output`). An export that
+fails either writes nothing, so a model repository only ever holds models that were proven to match
+their checkpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import onnxruntime as ort
 import torch
 
 from export.folders import publish_folder, publish_version
+from export.image_output import LAYOUT, append_uint8_mapping, uint8_parity
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
 from service.versions import is_versioned
 from trainer.export_spec import ExportSpec
@@ -32,6 +35,7 @@ from trainer.training.checkpoint import load_checkpoint, resolve_checkpoint
 
 DEFAULT_OPSET = 18
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+PRECISIONS = tuple(TOLERANCE)
 PARITY_BATCH_SIZES = (1, 3, 8)
 
 
@@ -103,35 +107,68 @@ def _to_fp16(path: Path) -> None:
         from onnxconverter_common import float16
     except ImportError as exc:
         raise ExportError("--fp16 needs onnxconverter-common (pip install 'gan-forge[export]')") from exc
-    model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    with warnings.catch_warnings():  # one "truncated to 1e-07" warning per tiny weight: noise, not news
+        warnings.simplefilter("ignore", UserWarning)
+        model = float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
     onnx.save(model, str(path))
 
 
-def verify_parity(spec: ExportSpec, path: Path, tolerance: float) -> float:
-    """Largest |ORT - PyTorch| over several batch (and spatial) sizes; raises above `tolerance`."""
+Case = tuple[dict[str, np.ndarray], np.ndarray]
+
+
+def parity_cases(spec: ExportSpec) -> list[Case]:
+    """(ONNX feeds, PyTorch output) on random inputs at several batch (and spatial) sizes."""
+    rng = torch.Generator().manual_seed(1234)
+    cases = []
+    for batch, size in [(b, None) for b in PARITY_BATCH_SIZES] + [(2, s) for s in spec.example_sizes]:
+        inputs = _examples(spec, batch, rng, size)
+        with torch.no_grad():
+            expected = spec.module(*inputs).numpy()
+        cases.append(({d.name: t.numpy() for d, t in zip(spec.inputs, inputs, strict=True)}, expected))
+    return cases
+
+
+def _check_graph(path: Path) -> ort.InferenceSession:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX checker rejected the exported graph: {exc}") from exc
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = torch.Generator().manual_seed(1234)
-    cases = [(b, None) for b in PARITY_BATCH_SIZES] + [(2, s) for s in spec.example_sizes]
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def verify_parity(spec: ExportSpec, path: Path, tolerance: float, cases: list[Case] | None = None) -> float:
+    """Largest |ORT - PyTorch| of the float graph over several batch (and spatial) sizes; raises above
+    `tolerance`."""
+    session = _check_graph(path)
     worst = 0.0
-    for batch, size in cases:
-        inputs = _examples(spec, batch, rng, size)
-        with torch.no_grad():
-            expected = spec.module(*inputs)
-        feeds = {d.name: t.numpy() for d, t in zip(spec.inputs, inputs, strict=True)}
+    for feeds, expected in cases or parity_cases(spec):
         (actual,) = session.run([spec.outputs[0].name], feeds)
-        if actual.shape != tuple(expected.shape):
-            raise ExportError(f"ONNX output shape {actual.shape} != PyTorch {tuple(expected.shape)} at batch {batch}")
-        error = float(np.abs(actual.astype(np.float64) - expected.numpy().astype(np.float64)).max())
+        if actual.shape != expected.shape:
+            batch = expected.shape[0]
+            raise ExportError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape} at batch {batch}")
+        error = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
         worst = max(worst, error)
     if not np.isfinite(worst) or worst > tolerance:
         raise ExportError(
             f"ONNX Runtime output differs from PyTorch by {worst:.3g} (tolerance {tolerance:g}); "
             "the model was not written"
         )
+    return worst
+
+
+def verify_uint8_parity(
+    spec: ExportSpec, path: Path, value_range: tuple[float, float], tolerance: float, cases: list[Case]
+) -> int:
+    """The final graph's 8-bit images against the same mapping of PyTorch's output: at most 1 level off,
+    and only on rounding ties (see `export.image_output.uint8_parity`). Returns the largest level error."""
+    session = _check_graph(path)
+    worst = 0
+    for feeds, expected in cases:
+        (actual,) = session.run([spec.outputs[0].name], feeds)
+        try:
+            worst = max(worst, uint8_parity(actual, expected, value_range, tolerance))
+        except ValueError as exc:
+            raise ExportError(f"8-bit output: {exc}; the model was not written") from None
     return worst
 
 
@@ -149,6 +186,14 @@ def _tensor_specs(decls: list, dtype: str = "float32") -> list[TensorSpec]:
     return [TensorSpec(name=d.name, shape=list(d.shape), dtype=dtype) for d in decls]
 
 
+def _image_output_specs(decls: list) -> list[TensorSpec]:
+    """The graph's outputs after the 8-bit mapping: uint8, [N, C, H, W] declared as [N, H, W, C]."""
+    return [
+        TensorSpec(name=d.name, shape=[d.shape[0], d.shape[2], d.shape[3], d.shape[1]], dtype="uint8", layout=LAYOUT)
+        for d in decls
+    ]
+
+
 def export_checkpoint(
     checkpoint: Path,
     repository: Path,
@@ -157,12 +202,14 @@ def export_checkpoint(
     fp16: bool = False,
     new_version: bool = False,
     serve: bool = True,
+    precision: str | None = None,
 ) -> ExportResult:
     """Rebuild the served generator from `checkpoint`, export, verify and publish it as REPO/NAME/.
 
     A flat REPO/NAME/ is replaced, unless `new_version`: then, as whenever REPO/NAME/ already holds versions,
     the export becomes REPO/NAME/<N+1>/ beside the older versions, and with `serve` serving.json points at it
-    (service/versions.py). A failed parity check publishes nothing either way.
+    (service/versions.py). A failed parity check publishes nothing either way. `precision` is "fp32" or
+    "fp16" (`fp16=True` is the older spelling of "fp16").
     """
     checkpoint_path = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint_path)
@@ -174,8 +221,11 @@ def export_checkpoint(
     spec = arch.export_spec(config, generator)
     spec.module.eval()
     name = name or arch.name
-    precision = "fp16" if fp16 else "fp32"
+    precision = precision or ("fp16" if fp16 else "fp32")
+    if precision not in TOLERANCE:
+        raise ValueError(f"precision must be one of {list(TOLERANCE)}, not {precision!r}")
     tolerance = TOLERANCE[precision]
+    output_range = tuple(spec.manifest_fields.get("output_range", (-1.0, 1.0)))
 
     repository = Path(repository)
     repository.mkdir(parents=True, exist_ok=True)
@@ -186,17 +236,21 @@ def export_checkpoint(
     try:
         model_path = staging / MODEL_FILENAME
         _write_onnx(spec, model_path, opset)
-        if fp16:
+        if precision == "fp16":
             _to_fp16(model_path)
-        error = verify_parity(spec, model_path, tolerance)
+        cases = parity_cases(spec)
+        error = verify_parity(spec, model_path, tolerance, cases)
+        append_uint8_mapping(model_path, spec.outputs[0].name, output_range)
+        level_error = verify_uint8_parity(spec, model_path, output_range, tolerance, cases)
         manifest = Manifest(
             name=name,
             task=spec.task,
             architecture=arch.name,
             inputs=_tensor_specs(spec.inputs),
-            outputs=_tensor_specs(spec.outputs),
+            outputs=_image_output_specs(spec.outputs),
             precision=precision,
             parity_max_abs_error=error,
+            parity_max_level_error=level_error,
             parity_tolerance=tolerance,
             provenance=Provenance(
                 checkpoint_sha256=sha256_of(checkpoint_path),

@@ -44,8 +44,8 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 
 # Triton's model names end up in URLs and folder names; the manifest's rule keeps both safe.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-_ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16}
+_TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "uint8": "TYPE_UINT8"}
+_ONNX_TYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16, "uint8": onnx.TensorProto.UINT8}
 
 InstanceKind = Literal["gpu", "cpu"]
 

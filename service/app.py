@@ -52,6 +52,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.swap import VersionWatcher
+from service.workers import WorkerSlot, device_for
 
 log = logging.getLogger("service.app")
 
@@ -79,6 +80,8 @@ class ServiceState:
     #: Follows each model folder's served version (service/swap.py); its polling task while it runs.
     watcher: VersionWatcher | None = field(default=None, repr=False)
     watching: asyncio.Task[None] | None = field(default=None, repr=False)
+    #: This process's place among gan-serve's worker processes (None when it is the only one).
+    worker: WorkerSlot | None = None
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -187,15 +190,14 @@ def _negotiate(accept: str | None, default_format: str) -> str | None:
 
 def _render_json(
     model: str,
-    out: np.ndarray,
-    manifest: Manifest,
+    images: np.ndarray,
     body: GenerateRequest,
     seed: int | None,
     vectors: np.ndarray,
 ) -> bytes:
     """The JSON response body, built as bytes: base64 text needs no JSON escaping, so the (large)
-    image strings are joined in directly instead of being scanned again by `json.dumps`."""
-    images = codecs.to_uint8(out, manifest.output_range)
+    image strings are joined in directly instead of being scanned again by `json.dumps`. `images` are
+    the model's uint8 NHWC rows (`ModelRuntime.images`)."""
     encoded = [base64.b64encode(codecs.encode(img, body.format, body.quality)) for img in images]
     head = json.dumps(
         {"model": model, "media_type": codecs.MEDIA_TYPES[body.format], "seed": seed}, separators=(",", ":")
@@ -206,8 +208,8 @@ def _render_json(
     )
 
 
-def _render_grid(out: np.ndarray, manifest: Manifest, fmt: str, quality: int) -> bytes:
-    return codecs.encode(codecs.grid(codecs.to_uint8(out, manifest.output_range)), fmt, quality)  # type: ignore[arg-type]
+def _render_grid(images: np.ndarray, fmt: str, quality: int) -> bytes:
+    return codecs.encode(codecs.grid(images), fmt, quality)  # type: ignore[arg-type]
 
 
 async def _infer(
@@ -268,12 +270,21 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         codec_pool=ThreadPoolExecutor(settings.codec_threads, thread_name_prefix="codec"),
     )
 
+    async def warm_up(registry: ModelRegistry) -> None:
+        await registry.warm_up()
+        if state.worker is not None and registry.ready:
+            state.worker.mark_ready()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
+        folder = state.metrics.multiprocess_dir
+        if folder is not None and settings.workers > 1:  # one of gan-serve's worker processes
+            state.worker = WorkerSlot.claim(Path(folder), settings.workers)
         if state.registry is None:
-            state.registry = ModelRegistry.load(settings)
+            device = device_for(state.worker.index, settings.cuda_devices) if state.worker else 0
+            state.registry = ModelRegistry.load(settings, cuda_device_id=device)
         state.registry.start(state.metrics, finish_executor=state.codec_pool)
-        state.warmup = asyncio.get_running_loop().create_task(state.registry.warm_up(), name="warm-up")
+        state.warmup = asyncio.get_running_loop().create_task(warm_up(state.registry), name="warm-up")
         state.watcher = VersionWatcher(state.registry, settings, state.metrics)
         if settings.model_poll_s > 0:
             state.watching = asyncio.get_running_loop().create_task(
@@ -290,6 +301,9 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
             await state.watcher.stop()
             await state.registry.stop()
             state.codec_pool.shutdown(wait=False, cancel_futures=True)
+            if state.worker is not None:
+                state.worker.release()
+            state.metrics.process_exited()
 
     app = FastAPI(
         title="GAN service",
@@ -344,12 +358,12 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
         feeds = {manifest.inputs[0].name: entry.runtime.shape_latents(vectors)}
         if grid_format is None:
             content = await _infer(
-                state, entry, feeds, request, lambda out: _render_json(entry.name, out, manifest, body, seed, vectors)
+                state, entry, feeds, request, lambda out: _render_json(entry.name, out, body, seed, vectors)
             )
             media_type, headers = "application/json", None
         else:
             content = await _infer(
-                state, entry, feeds, request, lambda out: _render_grid(out, manifest, grid_format, body.quality)
+                state, entry, feeds, request, lambda out: _render_grid(out, grid_format, body.quality)
             )
             media_type = codecs.MEDIA_TYPES[grid_format]
             headers = {"X-Image-Count": str(count)}
@@ -376,9 +390,10 @@ def create_app(settings: Settings | None = None, *, registry: ModelRegistry | No
     async def readyz() -> Response:
         """200 once every model is loaded and warmed up; 503 with the reason before (or on failure)."""
         registry = state.registry
-        if registry is None or not registry.ready:
+        others = state.worker.not_ready() if state.worker is not None else []
+        if registry is None or not registry.ready or others:
             reasons = registry.not_ready_reasons() if registry else ["model registry not loaded"]
-            return error_response(503, "not_ready", "; ".join(reasons) or "no models", retry_after(state))
+            return error_response(503, "not_ready", "; ".join(reasons + others) or "no models", retry_after(state))
         return JSONResponse({"status": "ready", "models": {n: e.state for n, e in registry.entries.items()}})
 
     @app.get(

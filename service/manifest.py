@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 MANIFEST_VERSION = 1
 MANIFEST_FILENAME = "manifest.json"
@@ -24,13 +24,33 @@ class ManifestError(ValueError):
 
 
 class TensorSpec(BaseModel):
-    """One graph input or output; `None` in `shape` marks a dynamic axis (always the batch axis)."""
+    """One graph input or output; `None` in `shape` marks a dynamic axis (always the batch axis).
+
+    `layout` names the axes of an image tensor. Image outputs of current exports are uint8 "NHWC"
+    (the graph ends with the 8-bit mapping); manifests written before that have no layout and float
+    NCHW outputs in `output_range`, and are still served (mapped to 8 bits on the host)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     shape: list[int | None]
-    dtype: Literal["float32", "float16"] = "float32"
+    dtype: Literal["float32", "float16", "uint8"] = "float32"
+    layout: Literal["NCHW", "NHWC"] | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_layout(self, handler: Any) -> dict[str, Any]:
+        # A tensor without a layout is written as before (manifests, GET /models), so readers of the
+        # earlier format see no new key.
+        data = handler(self)
+        if data.get("layout") is None:
+            data.pop("layout", None)
+        return data
+
+    @model_validator(mode="after")
+    def _uint8_is_an_nhwc_image(self) -> TensorSpec:
+        if self.dtype == "uint8" and (self.layout != "NHWC" or len(self.shape) != 4):
+            raise ValueError(f"uint8 tensor {self.name!r} must be a rank-4 image batch with layout NHWC")
+        return self
 
 
 class Provenance(BaseModel):
@@ -66,6 +86,17 @@ class Manifest(BaseModel):
     precision: Literal["fp32", "fp16"] = "fp32"
     parity_max_abs_error: float
     parity_tolerance: float
+    parity_max_level_error: int | None = Field(
+        None, description="Largest 8-bit level difference from PyTorch of a uint8-output graph (0 or 1, on ties)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_level_error(self, handler: Any) -> dict[str, Any]:
+        # float-output manifests are written exactly as before
+        data = handler(self)
+        if data.get("parity_max_level_error") is None:
+            data.pop("parity_max_level_error", None)
+        return data
     provenance: Provenance
     extra: dict[str, object] = Field(default_factory=dict)
 
@@ -82,6 +113,11 @@ class Manifest(BaseModel):
             if unknown:
                 raise ValueError(f"exclusive_groups name unknown attributes: {sorted(unknown)}")
         return self
+
+    @property
+    def uint8_output(self) -> bool:
+        """True when the graph returns 8-bit NHWC images itself (current exports); False for float NCHW."""
+        return self.outputs[0].dtype == "uint8"
 
     def write(self, directory: Path) -> Path:
         path = Path(directory) / MANIFEST_FILENAME

@@ -96,3 +96,14 @@ def protocol_class(header_timeout_s: float, max_header_bytes: int) -> type[async
             super().connection_lost(exc)
 
     return BoundedHeadProtocol
+
+
+def __getattr__(name: str) -> Any:
+    """`WorkerProtocol`: the bounded protocol for `gan-serve --workers N`, whose spawned workers cannot be
+    handed a class built in the supervisor; uvicorn imports it by name, with the settings from GAN_*."""
+    if name == "WorkerProtocol":
+        from service.settings import Settings
+
+        settings = Settings()
+        return protocol_class(settings.header_timeout_s, settings.max_header_bytes)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

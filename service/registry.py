@@ -2,9 +2,10 @@
 
 Loading (manifest + session + checks) is synchronous and all-or-nothing: a repository with one bad
 model refuses to start, listing every problem, because serving a partial repository would turn an
-export mistake into 404s in production. Warm-up runs afterwards in the background (one call at
-batch 1 and one at the largest batch, so lazy allocations and kernel selection happen before
-traffic); the service reports ready only when every model has been warmed.
+export mistake into 404s in production. Warm-up runs afterwards in the background: one call at
+every batch size the batcher can form (1..max_batch_size), so lazy allocations, memory planning and
+kernel (cuDNN algorithm) selection for each shape happen before traffic, not on a live request; the
+service reports ready only when every model has been warmed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from service.metrics import Metrics
 from service.runtime import CPU, ModelLoadError, ModelRuntime, load_runtime, select_providers
 from service.settings import Settings
 from service.versions import ModelVersion, VersionError, is_model_folder, resolve
+from service.workers import threads_per_worker
 
 log = logging.getLogger("service.registry")
 
@@ -68,19 +70,23 @@ def cpu_count() -> int:
 def inference_threads(settings: Settings) -> tuple[int, int]:
     """(streams, intra-op threads per call) for each model; 0 threads = ONNX Runtime's default.
 
-    Auto (0) is one stream. With several streams on CPU the cores are split between them (each
-    ONNX Runtime call synchronises fewer threads, and one batch computes while the next one fills);
-    docs/benchmarks.md compares the two layouts.
+    Auto (0) is one stream. With several streams or worker processes on CPU the cores are split
+    between them (each ONNX Runtime call synchronises fewer threads, and one batch computes while the
+    next one fills); docs/benchmarks.md compares the layouts.
     """
     cpu_only = select_providers(settings.device) == [CPU]
     cores = cpu_count()
     streams = settings.inference_streams or 1
-    threads = settings.intra_op_threads or (max(1, cores // streams) if cpu_only and streams > 1 else 0)
+    workers = max(1, settings.workers)
+    split = cpu_only and (streams > 1 or workers > 1)
+    threads = settings.intra_op_threads or (threads_per_worker(cores, workers, streams) if split else 0)
     return streams, threads
 
 
-def load_entry(version: ModelVersion, settings: Settings) -> ModelEntry:
-    """Read, open and check one model version (synchronous: start-up, or a swap's worker thread)."""
+def load_entry(version: ModelVersion, settings: Settings, cuda_device_id: int = 0) -> ModelEntry:
+    """Read, open and check one model version (synchronous: start-up, or a swap's worker thread).
+
+    `cuda_device_id`: the CUDA device of this worker process (see service.workers.device_for)."""
     streams, intra_op_threads = inference_threads(settings)
     try:
         fingerprint = version.fingerprint()  # before reading: a change while loading shows up at the next poll
@@ -93,6 +99,8 @@ def load_entry(version: ModelVersion, settings: Settings) -> ModelEntry:
         settings.device,
         intra_op_threads=intra_op_threads,
         spinning=settings.intra_op_spinning,
+        cuda_device_id=cuda_device_id,
+        cudnn_conv_algo_search=settings.cudnn_conv_algo_search,
     )
     log.info(
         "loaded %s version %s (%s, %s) on %s, %d inference stream(s) x %s intra-op thread(s)",
@@ -111,8 +119,12 @@ def load_entry(version: ModelVersion, settings: Settings) -> ModelEntry:
 class ModelRegistry:
     """All models of one service process, by manifest name."""
 
-    def __init__(self, entries: list[ModelEntry], settings: Settings) -> None:
+    def __init__(self, entries: list[ModelEntry], settings: Settings, cuda_device_id: int = 0) -> None:
         self.settings = settings
+        #: This worker's CUDA device; version swaps load the new version on it too.
+        self.cuda_device_id = cuda_device_id
+        #: gan_model_info's label values per model, to retire a set when a swap changes them.
+        self._info: dict[str, dict[str, str]] = {}
         self.entries: dict[str, ModelEntry] = {entry.name: entry for entry in entries}
         self._metrics: Metrics | None = None
         self._finish_executor: Executor | None = None
@@ -122,8 +134,10 @@ class ModelRegistry:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, settings: Settings) -> ModelRegistry:
-        """Load every `model_dir/*/manifest.json`; raise one ModelLoadError listing all problems."""
+    def load(cls, settings: Settings, cuda_device_id: int = 0) -> ModelRegistry:
+        """Load every `model_dir/*/manifest.json`; raise one ModelLoadError listing all problems.
+
+        `cuda_device_id`: the CUDA device of this worker process (see service.workers.device_for)."""
         root = Path(settings.model_dir)
         if not root.is_dir():
             raise ModelLoadError(f"{root}: model directory does not exist (set GAN_MODEL_DIR or --model-dir)")
@@ -136,7 +150,7 @@ class ModelRegistry:
                 log.warning("%s: no %s (nor version folders), skipped", directory, MANIFEST_FILENAME)
                 continue
             try:
-                entries.append(load_entry(resolve(directory), settings))
+                entries.append(load_entry(resolve(directory), settings, cuda_device_id))
             except (ManifestError, ModelLoadError, VersionError) as exc:
                 problems.append(str(exc))
         names = [entry.name for entry in entries]
@@ -147,7 +161,7 @@ class ModelRegistry:
             problems.append(f"{root}: no models found (expected {root}/<name>/{MANIFEST_FILENAME})")
         if problems:
             raise ModelLoadError("cannot load the model repository:\n  " + "\n  ".join(problems))
-        return cls(entries, settings)
+        return cls(entries, settings, cuda_device_id)
 
     # ------------------------------------------------------------------ lookup
 
@@ -191,7 +205,7 @@ class ModelRegistry:
         s = self.settings
         entry.batcher = Batcher(
             entry.name,
-            entry.runtime.run,
+            entry.runtime.images,
             max_batch_size=self.batch_size(entry),
             max_batch_delay_s=s.max_batch_delay_ms / 1000.0,
             max_queue_rows=s.max_queue_size,
@@ -206,21 +220,37 @@ class ModelRegistry:
         if self._metrics is None:
             return
         m = entry.manifest
-        self._metrics.model_info.labels(entry.name).info(
-            {
-                "task": m.task,
-                "architecture": m.architecture,
-                "providers": ",".join(entry.runtime.providers),
-                "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
-                "precision": m.precision,
-                "version": entry.version_label,
-            }
-        )
+        labels = {
+            "model": entry.name,
+            "task": m.task,
+            "architecture": m.architecture,
+            "providers": ",".join(entry.runtime.providers),
+            "device": "cuda" if "CUDAExecutionProvider" in entry.runtime.providers else "cpu",
+            "precision": m.precision,
+            "version": entry.version_label,
+        }
+        info = self._metrics.model_info
+        old = self._info.get(entry.name)
+        if old is not None and old != labels:
+            # an Info would replace its value; a gauge (multiprocess mode has no Info) keeps each label set:
+            # zero the old one (what the workers' shared files keep) and drop it from this process's registry
+            info.labels(**old).set(0)
+            info.remove(*old.values())
+        info.labels(**labels).set(1)
+        self._info[entry.name] = labels
         number = entry.version.version if entry.version is not None else None
         self._metrics.model_version.labels(entry.name).set(number or 0)  # 0: the flat layout
 
+    def warmup_batch_sizes(self, entry: ModelEntry) -> list[int]:
+        """Every batch size `entry`'s batcher can form (it sends 1..batch_size(entry) rows, nothing else), or
+        with GAN_WARMUP=ends only the two ends (a slow CPU model: a new shape costs little on CPU)."""
+        largest = self.batch_size(entry)
+        if self.settings.warmup == "ends":
+            return sorted({1, largest})
+        return list(range(1, largest + 1))
+
     async def warm_up(self) -> None:
-        """Run each model at batch 1 and at `max_batch_size` on its own inference thread."""
+        """Run each model at every batch size the batcher can form, on its own inference thread(s)."""
         for entry in self.entries.values():
             entry.state = "warming"
             try:
@@ -238,13 +268,13 @@ class ModelRegistry:
             log.info("%s warmed up and ready", entry.name)
 
     async def warm_entry(self, entry: ModelEntry) -> None:
-        """One call at batch 1 and one at its batch size, on the entry's inference thread; raises on failure
+        """One call at each of `warmup_batch_sizes(entry)`, on the entry's inference thread; raises on failure
         (including a model that answers with the wrong number of rows)."""
         loop = asyncio.get_running_loop()
         executor = entry.batcher.executor if entry.batcher is not None else None
-        for batch in sorted({1, self.batch_size(entry)}):
+        for batch in self.warmup_batch_sizes(entry):
             feeds = entry.runtime.dummy_feeds(batch)
-            out = await loop.run_in_executor(executor, entry.runtime.run, feeds)
+            out = await loop.run_in_executor(executor, entry.runtime.images, feeds)
             if out.shape[0] != batch:
                 raise RuntimeError(f"returned {out.shape[0]} rows for a batch of {batch}")
 

@@ -200,7 +200,6 @@ async def super_resolve(request: Request) -> Response:
             tile=settings.sr_tile_size,
             overlap=settings.sr_tile_overlap,
             input_range=manifest.input_range or (0.0, 1.0),
-            output_range=manifest.output_range,
         )
 
     large = width * height * manifest.scale**2 >= memory.TRIM_AFTER_PIXELS
@@ -246,10 +245,10 @@ def _target_sets(options: TranslateOptions) -> list[list[str]]:
 
 
 def _render_translations(
-    model: str, out: np.ndarray, manifest: Manifest, targets: list[list[str]], fmt: str, quality: int
+    model: str, images: np.ndarray, manifest: Manifest, targets: list[list[str]], fmt: str, quality: int
 ) -> bytes:
-    """One image: its bytes. Several: the JSON body (base64 joined in directly, as /generate does)."""
-    images = codecs.to_uint8(out, manifest.output_range)
+    """One image: its bytes. Several: the JSON body (base64 joined in directly, as /generate does).
+    `images` are the model's uint8 NHWC rows (`ModelRuntime.images`)."""
     if len(targets) == 1:
         return codecs.encode(images[0], fmt, quality)  # type: ignore[arg-type]
     encoded = [base64.b64encode(codecs.encode(img, fmt, quality)) for img in images]  # type: ignore[arg-type]

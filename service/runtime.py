@@ -8,6 +8,16 @@ problem as one line naming the file, instead of failing on the first request.
 Why read `session.get_providers()`: onnxruntime-gpu silently falls back to CPU when the CUDA
 libraries are missing. The providers actually in use are exposed (/models, `gan_model_info`), and
 with `device=cuda` a fallback is a start-up error rather than a slow surprise.
+
+Why CUDA provider options are set explicitly (docs/service.md, "The CUDA path"): ONNX Runtime's
+defaults run cuDNN's EXHAUSTIVE convolution-algorithm search again for every new input shape (hundreds
+of ms on a live request whenever the batcher forms a batch size it has not seen) and grow the memory
+arena by powers of two. The service asks for HEURISTIC search (configurable) and an arena that grows by
+what is requested, and warms up every batch size the batcher can form before it reports ready.
+
+Why `images()`: current exports end with the mapping to uint8 NHWC images in the graph (on a GPU it
+runs on the device and a quarter of the bytes cross to the host); models exported before return float
+NCHW in `output_range`. `images()` is the one place that hides the difference from the endpoints.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service import codecs
 from service.manifest import MODEL_FILENAME, Manifest, TensorSpec
 
 log = logging.getLogger("service.runtime")
@@ -27,7 +38,7 @@ log = logging.getLogger("service.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
 
 # Size used for dynamic non-batch axes when a dummy input must be invented (warm-up).
 _WARMUP_SIDE = 32
@@ -35,6 +46,28 @@ _WARMUP_SIDE = 32
 
 class ModelLoadError(RuntimeError):
     """A model that cannot serve; the message names the file and says what is wrong."""
+
+
+def cuda_options(device_id: int = 0, conv_algo_search: str = "HEURISTIC") -> dict[str, str]:
+    """CUDA execution provider options, each chosen on purpose (see the module docstring)."""
+    return {
+        "device_id": str(device_id),
+        # EXHAUSTIVE (ORT's default) benchmarks every algorithm per new shape; HEURISTIC asks cuDNN's
+        # heuristics once, at no measurable cost per shape.
+        "cudnn_conv_algo_search": conv_algo_search,
+        # grow the arena by what a request needs, not by the next power of two (less memory held per
+        # worker when several workers share a GPU)
+        "arena_extend_strategy": "kSameAsRequested",
+        # copies on the compute stream: no cross-stream synchronisation per call
+        "do_copy_in_default_stream": "1",
+    }
+
+
+def provider_list(
+    providers: list[str], device_id: int = 0, conv_algo_search: str = "HEURISTIC"
+) -> list[str | tuple[str, dict[str, str]]]:
+    """`providers` with the CUDA provider's options attached (what InferenceSession takes)."""
+    return [(name, cuda_options(device_id, conv_algo_search)) if name == CUDA else name for name in providers]
 
 
 def select_providers(device: str) -> list[str]:
@@ -82,11 +115,15 @@ class ModelRuntime:
     calls: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """One ONNX Runtime call; returns the first manifest output as float32.
+    #: Batch sizes run so far (warm-up included), to show that live requests meet no new shape.
+    batch_sizes_seen: set[int] = field(default_factory=set)
 
-        Feeds are cast to the graph's dtype (fp16 models take fp16); called from one worker
-        thread per model, so it does no locking beyond the call counter.
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One ONNX Runtime call; returns the first manifest output: uint8 NHWC images for current
+        exports, float32 NCHW for older ones.
+
+        Feeds are cast to the graph's dtype (fp16 models take fp16); called from the model's
+        inference threads, so it locks only the counters.
         """
         cast = {
             name: (arr if arr.dtype == self.inputs[name].dtype else arr.astype(self.inputs[name].dtype))
@@ -94,8 +131,17 @@ class ModelRuntime:
         }
         with self._lock:
             self.calls += 1
+            self.batch_sizes_seen.add(int(next(iter(cast.values())).shape[0]))
         out = self.session.run([self.output_name], cast, self.run_options)[0]
-        return out if out.dtype == np.float32 else out.astype(np.float32)
+        return out if out.dtype in (np.float32, np.uint8) else out.astype(np.float32)
+
+    def images(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One call, as [N, H, W, C] uint8 images: straight from a graph that ends with the 8-bit
+        mapping, or mapped here (same clip/scale/round-half-even) for a float NCHW graph."""
+        out = self.run(feeds)
+        if out.dtype == np.uint8:
+            return out
+        return codecs.to_uint8(out, self.manifest.output_range)
 
     def input_rank(self, name: str) -> int:
         return len(self.inputs[name].shape)
@@ -200,7 +246,13 @@ def run_options(task: str, providers: list[str]) -> ort.RunOptions | None:
 
 
 def load_runtime(
-    directory: Path, manifest: Manifest, device: str, intra_op_threads: int = 0, spinning: bool = False
+    directory: Path,
+    manifest: Manifest,
+    device: str,
+    intra_op_threads: int = 0,
+    spinning: bool = False,
+    cuda_device_id: int = 0,
+    cudnn_conv_algo_search: str = "HEURISTIC",
 ) -> ModelRuntime:
     """Create and validate the session for `directory/model.onnx`; raise ModelLoadError on any problem."""
     path = Path(directory) / MODEL_FILENAME
@@ -210,7 +262,11 @@ def load_runtime(
     requested = select_providers(device)
     options = session_options(intra_op_threads, spinning)
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=requested)
+        session = ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=provider_list(requested, cuda_device_id, cudnn_conv_algo_search),
+        )
     except Exception as exc:  # ORT raises several private exception types for bad files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: not a loadable ONNX model ({first_line})") from None

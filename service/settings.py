@@ -60,6 +60,21 @@ class Settings(BaseSettings):
         False, description="Let ONNX Runtime's idle pool threads spin (faster on a dedicated many-core host)."
     )
     codec_threads: int = Field(2, ge=1, description="Threads that encode images off the event loop.")
+    workers: int = Field(
+        1, ge=0, description="Worker processes (each its own event loop, batchers and sessions); 0 = auto."
+    )
+    cuda_devices: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="CUDA device ids (comma-separated) the workers are spread over, round-robin; empty = device 0.",
+    )
+    cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
+        "HEURISTIC", description="cuDNN convolution algorithm search of the CUDA execution provider."
+    )
+    warmup: Literal["all", "ends"] = Field(
+        "all",
+        description="Batch sizes warmed up before ready: all = 1..max_batch_size (no live request meets a new "
+        "shape), ends = 1 and max_batch_size (for models too slow on CPU to run every size at start-up).",
+    )
     retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with 503 responses.")
     sr_tile_size: int = Field(
         128, ge=8, description="Side (input pixels) of the square tiles /super-resolve splits larger images into."
@@ -109,6 +124,21 @@ class Settings(BaseSettings):
 
                 return json.loads(text)
             return [key.strip() for key in text.split(",") if key.strip()]
+        return value
+
+    @field_validator("cuda_devices", mode="before")
+    @classmethod
+    def _split_devices(cls, value: object) -> object:
+        """Accept `0,1` (as CUDA_VISIBLE_DEVICES is written) as well as a JSON or Python list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [int(part) for part in text.split(",") if part.strip()]
+        if isinstance(value, int):
+            return [value]
         return value
 
     @model_validator(mode="after")

@@ -2,7 +2,7 @@
 
 Kept apart from the HTTP layer so the steps that run on the codec pool (cutting a chunk of tiles,
 placing a computed chunk into the output, encoding) are plain functions on one object. Placing
-runs as the batcher's per-job `finish`, so a chunk's float output is turned into 8-bit pixels on
+runs as the batcher's per-job `finish`, so a chunk's 8-bit tiles (`ModelRuntime.images`) are placed on
 the codec pool as soon as its batch is computed, and only the uint8 canvas is kept.
 
 Colour handling (documented in docs/service.md): the network always sees RGB. A grayscale upload
@@ -33,7 +33,6 @@ class SuperResolveWork:
         tile: int,
         overlap: int,
         input_range: tuple[float, float],
-        output_range: tuple[float, float],
     ) -> None:
         self.image = image
         self.scale = scale
@@ -41,7 +40,6 @@ class SuperResolveWork:
         low, high = input_range
         self._in_scale = np.float32((high - low) / 255.0)
         self._in_offset = np.float32(low)
-        self._output_range = output_range
         self.canvas = np.empty((image.height * scale, image.width * scale, 3), dtype=np.uint8)
 
     @property
@@ -56,17 +54,16 @@ class SuperResolveWork:
         return tiles
 
     def place(self, first: int, out: np.ndarray) -> None:
-        """Write the kept centres of computed tiles [first, first + len(out)) into the canvas."""
+        """Write the kept centres of computed uint8 NHWC tiles [first, first + len(out)) into the canvas."""
         th, tw, s = self.tiles.tile_height, self.tiles.tile_width, self.scale
-        if out.ndim != 4 or out.shape[1] != 3 or out.shape[2:] != (th * s, tw * s):
+        if out.ndim != 4 or out.shape[3] != 3 or out.shape[1:3] != (th * s, tw * s):
             raise RuntimeError(
                 f"the model returned tiles of shape {list(out.shape[1:])} for {th}x{tw} inputs; "
-                f"expected [3, {th * s}, {tw * s}] (is the manifest's scale={s} right?)"
+                f"expected [{th * s}, {tw * s}, 3] (is the manifest's scale={s} right?)"
             )
         for offset in range(out.shape[0]):
             src_r, src_c, dst_r, dst_c = tiling.kept(self.tiles, first + offset, s)
-            centre = out[offset : offset + 1, :, src_r, src_c]
-            self.canvas[dst_r, dst_c] = codecs.to_uint8(centre, self._output_range)[0]
+            self.canvas[dst_r, dst_c] = out[offset, src_r, src_c]
 
     def encode(self, fmt: ImageFormat, quality: int) -> bytes:
         """The finished canvas in `fmt`, with the upload's colour model restored (see module docs)."""

@@ -10,7 +10,7 @@ a tiny read per model every few seconds cost nothing, and the read-only model mo
 A swap, per model, in one process:
   1. load the new version off the event loop (manifest, ONNX Runtime session, graph checks), refuse it if its
      name or task differ from the served one (clients' requests would change meaning);
-  2. start its batcher and warm it up (batch 1 and `max_batch_size`), still beside the old version;
+  2. start its batcher and warm it up (the batch sizes of GAN_WARMUP), still beside the old version;
   3. switch: one dict assignment on the event loop, so every request resolves either the old or the new
      version, never a mix; requests that already hold the old entry finish on it;
   4. retire the old version after `request_timeout_s` (no request that resolved it can still be waiting for
@@ -108,7 +108,7 @@ class VersionWatcher:
             new: ModelEntry | None = None
             started = time.monotonic()
             try:
-                new = await asyncio.to_thread(load_entry, target, self.settings)
+                new = await asyncio.to_thread(load_entry, target, self.settings, self.registry.cuda_device_id)
                 if new.name != name:
                     raise SwapRefused(f"its manifest names the model {new.name!r}, not {name!r}")
                 if new.manifest.task != old.manifest.task:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -105,6 +106,8 @@ def onnx_source(path: Path, device: torch.device) -> Source:
     def generate(n: int) -> Tensor:
         latents = sample_latents(latent_dim, distribution, n).numpy()
         (images,) = session.run([output_name], {input_name: latents})
+        if images.dtype == np.uint8:  # current exports: 8-bit NHWC images straight from the graph
+            return torch.from_numpy(images).permute(0, 3, 1, 2).float().mul_(2.0 / 255.0).sub_(1.0)
         return torch.from_numpy(images).float().sub_(low).mul_(2.0 / (high - low)).sub_(1.0)
 
     return Source(

@@ -58,6 +58,8 @@ def onnx_upscaler(path: Path) -> tuple[Upscaler, int | None]:
 
     def upscale(lr: np.ndarray) -> np.ndarray:
         (out,) = session.run([output_name], {input_name: lr_tensor(lr).unsqueeze(0).numpy()})
+        if out.dtype == np.uint8:  # current exports end with the 8-bit mapping (NHWC)
+            return out[0]
         scaled = np.clip((out[0].astype(np.float64) - low) * (255.0 / (high - low)), 0, 255)
         return np.rint(scaled).astype(np.uint8).transpose(1, 2, 0)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from export import cli
+from export.image_output import uint8_parity
 from export.onnx_export import ExportError, export_checkpoint, verify_parity
 from service.manifest import Manifest
 from trainer.registry import get_architecture
@@ -32,8 +33,10 @@ def test_export_matches_pytorch_at_several_batch_sizes(arch, tiny_checkpoints, t
     assert manifest == result.manifest
     assert manifest.task == "generate" and manifest.architecture == arch
     assert manifest.inputs[0].name == "latent" and manifest.inputs[0].shape == [None, 16]
-    assert manifest.outputs[0].shape == [None, 3, 16, 16]
+    assert manifest.outputs[0].shape == [None, 16, 16, 3]
+    assert (manifest.outputs[0].dtype, manifest.outputs[0].layout) == ("uint8", "NHWC") and manifest.uint8_output
     assert manifest.parity_max_abs_error <= manifest.parity_tolerance == 1e-4
+    assert manifest.parity_max_level_error in (0, 1)
     assert manifest.provenance.training_step == 4 and len(manifest.provenance.checkpoint_sha256) == 64
     assert manifest.latent_distribution == ("normal" if arch == "dcgan" else "uniform")
 
@@ -44,8 +47,8 @@ def test_export_matches_pytorch_at_several_batch_sizes(arch, tiny_checkpoints, t
         with torch.no_grad():
             expected = generator(z).numpy()
         (actual,) = session.run(None, {"latent": z.numpy()})
-        assert actual.shape == (batch, 3, 16, 16)
-        np.testing.assert_allclose(actual, expected, atol=1e-4)
+        assert actual.shape == (batch, 16, 16, 3) and actual.dtype == np.uint8
+        assert uint8_parity(actual, expected, (-1.0, 1.0), 1e-4) <= 1  # raises unless only ties differ
 
 
 def test_export_is_single_file_and_dynamic_in_batch(tiny_checkpoints, tmp_path):
@@ -97,3 +100,40 @@ def test_cli_reports_success_and_errors(tiny_checkpoints, tmp_path, capsys):
     assert cli.main([str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
     assert "no checkpoint" in capsys.readouterr().err
     assert cli.main([str(tiny_checkpoints["dcgan"]), "--opset", "13"]) == 2
+
+
+def test_uint8_parity_allows_one_level_only_on_rounding_ties():
+    floats = np.array([0.2, 0.5, -1.0, 1.0], dtype=np.float32).reshape(1, 1, 2, 2)  # 153, 191.25, 0, 255
+    exact = np.array([153, 191, 0, 255], dtype=np.uint8).reshape(1, 2, 2, 1)
+    assert uint8_parity(exact, floats, (-1.0, 1.0), 1e-4) == 0
+    tie = np.zeros((1, 1, 1, 1), dtype=np.float32)  # 127.5 after scaling: rint gives 128, 127 is a tie's other side
+    assert uint8_parity(np.array([[[[127]]]], dtype=np.uint8), tie, (-1.0, 1.0), 1e-4) == 1
+    with pytest.raises(ValueError, match="away from a rounding tie"):
+        uint8_parity(exact + np.array([1, 0, 0, 0], dtype=np.uint8).reshape(1, 2, 2, 1), floats, (-1.0, 1.0), 1e-4)
+    with pytest.raises(ValueError, match="2 levels"):
+        uint8_parity(exact + np.array([0, 2, 0, 0], dtype=np.uint8).reshape(1, 2, 2, 1), floats, (-1.0, 1.0), 1e-4)
+
+
+def test_precision_fp16_export_is_verified_at_the_fp16_tolerance(tiny_checkpoints, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    assert cli.main([str(tiny_checkpoints["dcgan"]), "--out", str(repo), "--precision", "fp16"]) == 0
+    assert "fp16" in capsys.readouterr().out
+    manifest = Manifest.read(repo / "dcgan")
+    assert manifest.precision == "fp16" and manifest.parity_tolerance == 2e-2
+    assert 0 < manifest.parity_max_abs_error <= 2e-2 and manifest.parity_max_level_error is not None
+    model = onnx.load(str(repo / "dcgan" / "model.onnx"))
+    kinds = {t.data_type for t in model.graph.initializer if len(t.dims) > 1}
+    assert kinds == {onnx.TensorProto.FLOAT16}  # weights in half precision
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # the service feeds float32
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    generator, config = served_generator(tiny_checkpoints["dcgan"])
+    session = ort.InferenceSession(str(repo / "dcgan" / "model.onnx"), providers=["CPUExecutionProvider"])
+    z = torch.randn(6, config.latent_dim)
+    with torch.no_grad():
+        expected = generator(z).numpy()
+    (actual,) = session.run(None, {"latent": z.numpy()})
+    assert uint8_parity(actual, expected, (-1.0, 1.0), 2e-2) <= 1
+    # --fp16 stays an alias; it cannot be combined with a contradicting --precision
+    assert cli.main([str(tiny_checkpoints["dcgan"]), "--out", str(repo), "--name", "b", "--fp16"]) == 0
+    assert Manifest.read(repo / "b").precision == "fp16"
+    assert cli.main([str(tiny_checkpoints["dcgan"]), "--out", str(repo), "--fp16", "--precision", "fp32"]) == 2

@@ -6,6 +6,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from export.image_output import uint8_parity
 from export.onnx_export import export_checkpoint
 from service.manifest import Manifest
 from tests.conftest import train_tiny
@@ -42,7 +43,7 @@ def test_export_serves_the_ema_generator_at_the_reached_stage(runs, tmp_path, ru
     result = export_checkpoint(runs[run], tmp_path)
     manifest = Manifest.read(tmp_path / "pggan")
     assert manifest == result.manifest and manifest.architecture == "pggan"
-    assert manifest.image_size == resolution and manifest.outputs[0].shape == [None, 3, resolution, resolution]
+    assert manifest.image_size == resolution and manifest.outputs[0].shape == [None, resolution, resolution, 3]
     assert manifest.latent_distribution == "normal" and manifest.inputs[0].shape == [None, 16]
     assert manifest.extra == {"resolution": resolution, "alpha": alpha, "images_seen": images_seen}
     assert manifest.provenance.images_seen == images_seen
@@ -57,8 +58,8 @@ def test_export_serves_the_ema_generator_at_the_reached_stage(runs, tmp_path, ru
             expected = generator(z, resolution, alpha).numpy()
             assert np.array_equal(expected, generator(z).numpy())  # G(z) defaults to the recorded stage
         (actual,) = session.run(None, {"latent": z.numpy()})
-        assert actual.shape == (batch, 3, resolution, resolution)
-        np.testing.assert_allclose(actual, expected, atol=1e-4)
+        assert actual.shape == (batch, resolution, resolution, 3)
+        assert uint8_parity(actual, expected, (-1.0, 1.0), 1e-4) <= 1  # raises unless only ties differ
 
     # only the layers that stage uses travel: no 16x16 weights in the 8x8 export, no old toRGB once grown
     grown = generator.grown()

@@ -21,12 +21,13 @@ from export.triton import TritonExportError, TritonOptions, write_triton_model
 from service.manifest import Manifest
 from service.settings import Settings
 
-ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16"}
+ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
+                  onnx.TensorProto.UINT8: "TYPE_UINT8"}
 # What each tiny model's Triton signature must be (dims without the batch axis; -1 = dynamic).
 EXPECTED_IO = {
-    "dcgan": ([("latent", [16])], [("image", [3, 16, 16])]),
-    "srresnet": ([("image", [3, -1, -1])], [("output", [3, -1, -1])]),
-    "stargan": ([("image", [3, 16, 16]), ("label", [3])], [("translated", [3, 16, 16])]),
+    "dcgan": ([("latent", [16])], [("image", [16, 16, 3])]),
+    "srresnet": ([("image", [3, -1, -1])], [("output", [-1, -1, 3])]),
+    "stargan": ([("image", [3, 16, 16]), ("label", [3])], [("translated", [16, 16, 3])]),
 }
 
 

@@ -21,6 +21,7 @@ from service.app import create_app
 from service.settings import Settings
 from tests.service.media_testkit import add_super_resolver, add_translator
 from tests.service.service_testkit import ROOT, LiveServer, add_generator
+from tests.service.workers_testkit import start, stop
 
 SCRIPT = ROOT / "scripts" / "screenshot_page.py"
 GENERATORS = ("tiny", "tiny-b")
@@ -62,8 +63,16 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def service(model_repo: Path) -> Iterator[LiveServer]:
+@pytest.fixture(scope="module", params=["1 process", "2 workers"])
+def service(
+    request: pytest.FixtureRequest, model_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """The demo's service in-process, and as a real `gan-serve --workers 2` (same page, same results)."""
+    if request.param == "2 workers":
+        served = start(model_repo, tmp_path_factory.mktemp("web-workers"), GAN_MAX_BATCH_DELAY_MS="1")
+        yield served
+        assert stop(served) == 0
+        return
     with LiveServer(create_app(Settings(model_dir=model_repo, max_batch_delay_ms=1))) as server:
         server.wait_ready()
         yield server
