@@ -70,20 +70,15 @@ class AdmissionMiddleware:
         self.overload_delay_s = settings.overload_delay_s
         #: Inference requests between admission and their response (this process).
         self.inflight = 0
-        self._generate_limit: int | None = None
 
     def body_limit(self, path: str) -> int:
-        if path != "/generate":
+        """The body cap of `path`. Computed per request, not cached: a version swap may change a
+        generate model's latent_dim, and the registry holds a handful of entries."""
+        registry = self.state.registry
+        if path != "/generate" or registry is None:
             return self.max_upload
-        if self._generate_limit is None:
-            registry = self.state.registry
-            if registry is None:
-                return self.max_upload
-            dims = [e.manifest.latent_dim or 0 for e in registry.entries.values() if e.manifest.task == "generate"]
-            self._generate_limit = generate_body_limit(
-                self.state.settings.max_images_per_request, dims, self.max_upload
-            )
-        return self._generate_limit
+        dims = [e.manifest.latent_dim or 0 for e in registry.entries.values() if e.manifest.task == "generate"]
+        return generate_body_limit(self.state.settings.max_images_per_request, dims, self.max_upload)
 
     def _full_queues(self, task: str) -> str | None:
         """When every ready model of `task` has no free queue row (any request would be a 503): the

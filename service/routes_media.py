@@ -18,7 +18,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -70,6 +70,11 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     must not leave an "exception was never retrieved" traceback in the log."""
     if not future.cancelled():
         future.exception()
+
+
+def _request_ended(*_: object) -> NoReturn:
+    """What `infer_rows` leaves in place of a finished request's prepare/finish functions."""
+    raise ClientDisconnected("the request has already ended")
 
 
 async def within(deadline: float, state: ServiceState, work: Awaitable[Any]) -> Any:
@@ -135,7 +140,11 @@ async def infer_rows(
             task.cancel()
         # The error on its way out holds this frame in its traceback; without these the frame would
         # hold the chunks' tasks and their errors (and those this frame): a cycle keeping the arrays.
+        # `prepare` and `finish` are cells shared with `one` and the batcher jobs' finish lambdas, whose
+        # frames a chunk's error also holds: rebinding them lets go of the request's arrays however
+        # long that error lives (a job still finishing for this request gets `_request_ended`).
         del work, tasks, watcher
+        prepare = finish = _request_ended
 
 
 # ---------------------------------------------------------------------------- /super-resolve

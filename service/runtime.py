@@ -227,7 +227,7 @@ def session_options(intra_op_threads: int = 0, spinning: bool = False) -> ort.Se
     return options
 
 
-def run_options(task: str, providers: list[str]) -> ort.RunOptions | None:
+def run_options(task: str, providers: list[str], cuda_device_id: int = 0) -> ort.RunOptions | None:
     """Per-call options for a model of `task`: super-resolution calls shrink the memory arena back.
 
     ONNX Runtime's arena keeps the peak of every call for the life of the session, and a
@@ -240,7 +240,7 @@ def run_options(task: str, providers: list[str]) -> ort.RunOptions | None:
     if task != "super_resolve":
         return None
     options = ort.RunOptions()
-    devices = "cpu:0;gpu:0" if CUDA in providers else "cpu:0"
+    devices = f"cpu:0;gpu:{cuda_device_id}" if CUDA in providers else "cpu:0"  # the GPU this session runs on
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
     return options
 
@@ -290,5 +290,5 @@ def load_runtime(
         providers=actual,
         inputs=inputs,
         output_name=manifest.outputs[0].name,
-        run_options=run_options(manifest.task, actual),
+        run_options=run_options(manifest.task, actual, cuda_device_id),
     )

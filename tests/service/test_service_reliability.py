@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ import pytest
 
 from service import cli, json_body, routes_media
 from service import super_resolve as sr_module
+from service.admission import AdmissionMiddleware, generate_body_limit
 from service.app import create_app
 from service.registry import ModelRegistry
 from service.runtime import run_options
@@ -175,6 +177,31 @@ def test_super_resolution_calls_shrink_the_arena_and_other_models_keep_theirs() 
     assert options is not None
     assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
     assert run_options("generate", ["CPUExecutionProvider"]) is None
+
+
+def test_arena_shrinkage_names_the_gpu_the_session_runs_on() -> None:
+    options = run_options("super_resolve", ["CUDAExecutionProvider", "CPUExecutionProvider"], cuda_device_id=1)
+    assert options is not None
+    assert options.get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0;gpu:1"
+
+
+def test_the_generate_body_cap_follows_the_models_being_served() -> None:
+    """A version swap may widen latent_dim; the cap must follow it, not the models seen at start."""
+    entries: dict[str, Any] = {}
+
+    def generator(latent_dim: int) -> SimpleNamespace:
+        return SimpleNamespace(manifest=SimpleNamespace(task="generate", latent_dim=latent_dim))
+
+    settings = Settings(max_images_per_request=4)
+    state = SimpleNamespace(settings=settings, registry=SimpleNamespace(entries=entries))
+    guard = AdmissionMiddleware(app=None, state=state)  # type: ignore[arg-type]
+    entries["g"] = generator(100)
+    narrow = guard.body_limit("/generate")
+    entries["g"] = generator(512)
+    wide = guard.body_limit("/generate")
+    assert narrow == generate_body_limit(4, [100], settings.max_upload_bytes)
+    assert wide == generate_body_limit(4, [512], settings.max_upload_bytes) > narrow
+    assert guard.body_limit("/super-resolve") == settings.max_upload_bytes
 
 
 def test_a_large_super_resolution_hands_freed_heap_back(
