@@ -72,6 +72,7 @@ def _unconditional(module: Any) -> Callable[[Any, torch.device, int, bool, DataP
             seed=seed,
             amp=amp,
             parallel=parallel,
+            ema_beta=config.ema_beta,
         )
 
     return build

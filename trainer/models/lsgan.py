@@ -30,6 +30,8 @@ class LSGANConfig:
     beta1: float = option(0.5, "Adam beta1 (paper: 0.5)")
     beta2: float = option(0.999, "Adam beta2 (paper: Adam default 0.999)")
     batch_size: int = option(64, "minibatch size (paper: 64)")
+    ema_beta: float = option(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
+                            "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)")
 
 
 def base_and_doublings(image_size: int) -> tuple[int, int]:

@@ -4,10 +4,16 @@ Everything random here draws from the algorithm's own generator, whose state goe
 so a resumed run draws the same latents as an uninterrupted one. Under data parallelism the latents are
 drawn for the global batch and sharded, and gradients are averaged before each optimizer step
 (trainer/training/distributed.py).
+
+With `ema_beta` > 0 an exponential moving average of G's weights (and of its BatchNorm running
+statistics) is kept after every G step, as PGGAN does, and it is what is sampled, scored and served: the
+checkpoint's "generator" is then the average (what export and evaluation load) and "generator_live" the
+weights being trained, so every reader of "generator" gets the served network without knowing about EMA.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -36,7 +42,10 @@ class UnconditionalGAN:
         seed: int,
         amp: bool = False,
         parallel: DataParallel | None = None,
+        ema_beta: float = 0.0,
     ) -> None:
+        if not 0.0 <= ema_beta < 1.0:
+            raise ValueError(f"ema_beta must be in [0, 1), got {ema_beta}")
         self.device = device
         self.parallel = parallel = parallel or DataParallel()
         self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
@@ -51,6 +60,8 @@ class UnconditionalGAN:
             latent_dim, latent_distribution, GRID_SIZE, torch.Generator().manual_seed(seed + 2)
         ).to(device)
         self.autocast = training_autocast(device, amp)
+        self.ema_beta = ema_beta
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if ema_beta else None
 
     def latents(self, n: int) -> Tensor:
         """This rank's `n` latents of a global batch drawn whole (so the noise stream is the same for any
@@ -74,6 +85,7 @@ class UnconditionalGAN:
             fake_out_g = self.discriminator(fake)
             loss_g = self.loss.generator(fake_out_g.float())
         self.parallel.optimize(loss_g, self.opt_g, self.generator)
+        self._update_ema()
 
         return {
             "loss_d": loss_d.detach(),
@@ -83,25 +95,46 @@ class UnconditionalGAN:
         }
 
     @torch.no_grad()
+    def _update_ema(self) -> None:
+        """G_ema = beta * G_ema + (1 - beta) * G, parameters and floating-point buffers (BatchNorm's running
+        mean and variance, which eval mode uses) alike; integer buffers (batch counters) are copied."""
+        if self.generator_ema is None:
+            return
+        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            ema.lerp_(live, 1.0 - self.ema_beta)
+        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            if ema.is_floating_point():
+                ema.lerp_(live, 1.0 - self.ema_beta)
+            else:
+                ema.copy_(live)
+
+    @torch.no_grad()
     def sample(self) -> Tensor:
-        """The fixed-latent grid, in eval mode: BatchNorm uses its running statistics, as the exported
-        generator does (a served image must not depend on which other requests share its batch)."""
-        self.generator.eval()
+        """The fixed-latent grid of the served generator, in eval mode: BatchNorm uses its running
+        statistics, as the exported generator does (a served image must not depend on which other requests
+        share its batch)."""
+        generator = self.served_generator()[0]
+        was_training = generator.training
+        generator.eval()
         try:
-            return self.generator(self.fixed_latents).float().cpu()
+            return generator(self.fixed_latents).float().cpu()
         finally:
-            self.generator.train()
+            generator.train(was_training)
 
     def progress(self) -> dict[str, Any]:
         return {}
 
     def served_generator(self) -> tuple[nn.Module, int, str]:
         """(network, latent size, latent distribution) of what gan-export serves: the loop scores it."""
-        return self.generator, self.latent_dim, self.latent_distribution
+        served = self.generator_ema if self.generator_ema is not None else self.generator
+        return served, self.latent_dim, self.latent_distribution
 
     def state_dict(self) -> dict[str, Any]:
+        served = {"generator": self.generator.state_dict()}
+        if self.generator_ema is not None:
+            served = {"generator": self.generator_ema.state_dict(), "generator_live": self.generator.state_dict()}
         return {
-            "generator": self.generator.state_dict(),
+            **served,
             "discriminator": self.discriminator.state_dict(),
             "optimizer_g": self.opt_g.state_dict(),
             "optimizer_d": self.opt_d.state_dict(),
@@ -109,7 +142,15 @@ class UnconditionalGAN:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
+        if self.generator_ema is not None:
+            if "generator_live" not in state:
+                raise ValueError("this run keeps a generator EMA (ema_beta > 0) but the checkpoint has none")
+            self.generator_ema.load_state_dict(state["generator"])
+            self.generator.load_state_dict(state["generator_live"])
+        else:
+            if "generator_live" in state:
+                raise ValueError("the checkpoint keeps a generator EMA: resume it with the same ema_beta")
+            self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["optimizer_g"])
         self.opt_d.load_state_dict(state["optimizer_d"])
