@@ -99,7 +99,9 @@ def measure_generator(model_dir: Path, num_samples: int = NUM_SAMPLES, image_siz
 
 
 class OnnxTranslator:
-    """An exported translate model as translation_metrics' generator(x, c) -> images (eval mode only)."""
+    """An exported translate model as translation_metrics' generator(x, c) -> images in [-1, 1] NCHW (eval
+    mode only); a current export's 8-bit NHWC output is mapped back, so the figures are those of the
+    images served, 8-bit rounding included."""
 
     training = False
 
@@ -125,7 +127,10 @@ class OnnxTranslator:
     def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
         (image_name, label_name), output = self.names
         feeds = {image_name: images.float().numpy(), label_name: labels.float().numpy()}
-        return torch.from_numpy(self.session.run([output], feeds)[0])
+        translated = self.session.run([output], feeds)[0]
+        if translated.dtype == np.uint8:  # current exports: 8-bit NHWC images straight from the graph
+            return torch.from_numpy(translated).permute(0, 3, 1, 2).float().mul_(2.0 / 255.0).sub_(1.0)
+        return torch.from_numpy(translated)
 
 
 def measure_stargan(model_dir: Path, data: str = STARGAN_DATA, images: int = STARGAN_IMAGES) -> dict[str, Any]:
