@@ -5,10 +5,14 @@ so a resumed run draws the same latents as an uninterrupted one. Under data para
 drawn for the global batch and sharded, and gradients are averaged before each optimizer step
 (trainer/training/distributed.py).
 
-With `ema_beta` > 0 an exponential moving average of G's weights (and of its BatchNorm running
-statistics) is kept after every G step, as PGGAN does, and it is what is sampled, scored and served: the
-checkpoint's "generator" is then the average (what export and evaluation load) and "generator_live" the
-weights being trained, so every reader of "generator" gets the served network without knowing about EMA.
+With `ema_beta` > 0 an exponential moving average of G's weights is kept after every G step, as PGGAN
+does, and it is what is sampled, scored and served: the checkpoint's "generator" is then the average (what
+export and evaluation load) and "generator_live" the weights being trained, so every reader of "generator"
+gets the served network without knowing about EMA. BatchNorm's running statistics are not averaged: the
+average of the live network's statistics does not describe the averaged weights' activations (a DCGAN's
+FID was 37.7 with averaged statistics against 7.1 with recomputed ones, at the same weights), so they are
+recomputed for the averaged weights ("standing statistics") from a fixed set of latents whenever the
+average is used; the training itself never reads them, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from trainer.training.distributed import DataParallel
 from trainer.training.precision import training_autocast
 
 GRID_SIZE = 64
+# standing BatchNorm statistics of the generator EMA: 2,048 fixed latents
+EMA_STATS_BATCHES, EMA_STATS_BATCH, EMA_STATS_SEED = 8, 256, 1_000_004
 
 
 class UnconditionalGAN:
@@ -48,6 +54,8 @@ class UnconditionalGAN:
             raise ValueError(f"ema_beta must be in [0, 1), got {ema_beta}")
         self.device = device
         self.parallel = parallel = parallel or DataParallel()
+        # the average keeps plain BatchNorm (its statistics are recomputed on this process alone)
+        self.generator_ema = copy.deepcopy(generator).to(device).requires_grad_(False).eval() if ema_beta else None
         self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
         self.discriminator = parallel.synchronise_batchnorm(discriminator, device).to(device)
         parallel.broadcast_state(self.generator, self.discriminator)
@@ -61,7 +69,7 @@ class UnconditionalGAN:
         ).to(device)
         self.autocast = training_autocast(device, amp)
         self.ema_beta = ema_beta
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval() if ema_beta else None
+        self.ema_stats_stale = True
 
     def latents(self, n: int) -> Tensor:
         """This rank's `n` latents of a global batch drawn whole (so the noise stream is the same for any
@@ -96,17 +104,37 @@ class UnconditionalGAN:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        """G_ema = beta * G_ema + (1 - beta) * G, parameters and floating-point buffers (BatchNorm's running
-        mean and variance, which eval mode uses) alike; integer buffers (batch counters) are copied."""
+        """G_ema = beta * G_ema + (1 - beta) * G over the parameters; BatchNorm statistics: _standing_stats."""
         if self.generator_ema is None:
             return
         for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
             ema.lerp_(live, 1.0 - self.ema_beta)
-        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            if ema.is_floating_point():
-                ema.lerp_(live, 1.0 - self.ema_beta)
-            else:
-                ema.copy_(live)
+        self.ema_stats_stale = True
+
+    @torch.no_grad()
+    def _standing_stats(self) -> None:
+        """BatchNorm running statistics of the averaged weights: the exact mean and variance over
+        EMA_STATS_BATCHES x EMA_STATS_BATCH fixed latents (a private generator: the training's random
+        streams are untouched), computed in train mode and then frozen for eval mode."""
+        ema = self.generator_ema
+        if ema is None or not self.ema_stats_stale:
+            return
+        norms = [m for m in ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        noise = torch.Generator().manual_seed(EMA_STATS_SEED)
+        ema.train()
+        try:
+            for _ in range(EMA_STATS_BATCHES):
+                z = sample_latents(self.latent_dim, self.latent_distribution, EMA_STATS_BATCH, noise)
+                ema(z.to(self.device))
+        finally:
+            ema.eval()
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+        self.ema_stats_stale = False
 
     @torch.no_grad()
     def sample(self) -> Tensor:
@@ -126,12 +154,15 @@ class UnconditionalGAN:
 
     def served_generator(self) -> tuple[nn.Module, int, str]:
         """(network, latent size, latent distribution) of what gan-export serves: the loop scores it."""
-        served = self.generator_ema if self.generator_ema is not None else self.generator
-        return served, self.latent_dim, self.latent_distribution
+        if self.generator_ema is None:
+            return self.generator, self.latent_dim, self.latent_distribution
+        self._standing_stats()
+        return self.generator_ema, self.latent_dim, self.latent_distribution
 
     def state_dict(self) -> dict[str, Any]:
         served = {"generator": self.generator.state_dict()}
         if self.generator_ema is not None:
+            self._standing_stats()
             served = {"generator": self.generator_ema.state_dict(), "generator_live": self.generator.state_dict()}
         return {
             **served,
@@ -147,6 +178,7 @@ class UnconditionalGAN:
                 raise ValueError("this run keeps a generator EMA (ema_beta > 0) but the checkpoint has none")
             self.generator_ema.load_state_dict(state["generator"])
             self.generator.load_state_dict(state["generator_live"])
+            self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
         else:
             if "generator_live" in state:
                 raise ValueError("the checkpoint keeps a generator EMA: resume it with the same ema_beta")
