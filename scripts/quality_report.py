@@ -2,7 +2,7 @@
 
     python scripts/quality_report.py --runs demo-out/runs --sr-runs runs-quality [--write docs/quality.md]
 
-- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v2 features against the run's own data set,
+- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v3 features against the run's own data set,
   for the trained generator, a freshly initialised one of the same config, and fresh real images (the
   floor that sampling noise alone gives with this many images); and, for scale, fresh real shapes
   changed in known ways (black background, contrast, one shape only, no shape);
