@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, *, models: ServedModels | None 
     app.add_middleware(AdmissionMiddleware, state=state, task_of_path=routes_tasks.TASK_OF_PATH)
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=state.metrics,
                        task_paths=routes_tasks.TASK_OF_PATH)
-    app.include_router(routes_tasks.router)
+    routes_tasks.add_task_routes(app)
     app.include_router(routes_status.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_docs(app)

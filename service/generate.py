@@ -102,7 +102,7 @@ class GenerateWork(TaskWork[GenerateRequest]):
         as_grid = self.grid_format is not None
         _check_output_size(self.grid_format or body.format, self.images, ctx.entry.manifest, as_grid)
 
-    async def decode(self) -> None:
+    def decode(self) -> None:
         entry = self.ctx.entry
         self.vectors, self.seed = build_latents(self.body, entry.manifest, self.images)
         self.rows = self.images

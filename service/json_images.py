@@ -17,7 +17,7 @@ from service.codecs import ImageFormat
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return "null" if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def images_json(images: np.ndarray, fmt: ImageFormat, quality: int, head: dict[str, Any],

@@ -6,7 +6,7 @@ request's work in the serving vocabulary, each step a method:
     read      the request's fields (uploads; a JSON body arrives parsed and validated by FastAPI)
     admit     (the constructor) every check that needs no decoding: 4xx before any cost, and the
               queue rows to reserve
-    decode    the request as arrays (latents, an image and its tiles), on the codec pool when it is CPU work
+    decode    the request as arrays (latents, an image and its tiles); on the codec pool when it is CPU work
     feeds     the model inputs of rows [first, stop)
     finish    per job, on the codec pool as soon as its batch is computed: encode or place the rows
     encode    the response
@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
@@ -50,7 +49,7 @@ from service.manifest import Task
 from service.middleware import MODEL_SCOPE_KEY
 from service.served_models import ModelEntry
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, state_of
 
 #: Jobs of one request queued at once beyond the model's inference streams (keeps the pipeline full).
 _EXTRA_JOBS_IN_FLIGHT = 1
@@ -98,6 +97,9 @@ class TaskWork(ABC, Generic[ReadT]):
     #: False: all rows go to the batcher as one job (it splits one larger than a batch itself), so one
     #: `finish` sees every row. True: jobs of at most a batch, for tasks whose rows can outnumber the queue.
     chunked: ClassVar[bool] = False
+    #: True: `decode` is CPU work (images), run on the codec pool and bounded by the request's deadline.
+    #: False: it is cheap enough for the event loop (a thread hand-off would cost more).
+    decode_offloaded: ClassVar[bool] = False
 
     #: Queue rows to find room for before decoding.
     room: int = 1
@@ -117,8 +119,10 @@ class TaskWork(ABC, Generic[ReadT]):
         """The request's options (and upload); tasks whose route hands them in need not override it."""
         raise NotImplementedError(f"{cls.__name__}: its route hands in the parsed request")
 
-    async def decode(self) -> None:
-        """Turn the request into arrays (and set `rows`); the default has nothing to decode."""
+    def decode(self) -> None:
+        """Turn the request into arrays (and set `rows`); the default has nothing to decode.
+
+        Where it runs is run_task's business: inline, or with `decode_offloaded` on the codec pool."""
 
     @abstractmethod
     async def feeds(self, first: int, stop: int) -> dict[str, np.ndarray]:
@@ -133,28 +137,39 @@ class TaskWork(ABC, Generic[ReadT]):
         """The response, from each job's `finish` value in row order."""
 
 
-async def run_task(kind: type[TaskWork[ReadT]], request: Request, state: ServiceState,
-                   read: ReadT | None = None) -> Response:
-    """Serve one request of the task `kind`; `read` is its parsed body when the route has it already."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.settings.request_timeout_s  # covers reading, decoding and computing
+async def run_task(kind: type[TaskWork[ReadT]], request: Request, read: ReadT | None = None) -> Response:
+    """Serve one request of the task `kind`; `read` is its parsed body when the route has it already.
+
+    The state comes from `state_of(request)`, the function behind the `ServiceStateDep` dependency,
+    called here rather than declared by the route: FastAPI's dependency solving costs tens of
+    microseconds a request, which /generate's per-image budget (issue 12) has no room for."""
+    state = state_of(request)
+    deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s  # reading, decoding, computing
     if read is None:
         read = await kind.read(request, state.settings)
     entry = resolve_model(state, read.model, kind.task, request)
     work = kind(read, RequestContext(state, entry, request, deadline))
     batcher = entry.batcher
     assert batcher is not None
-    with batching_errors_as_http(state):
-        batcher.check_room(work.room)  # a full queue refuses before anything is decoded or drawn
     try:
-        with _cancelled_on_disconnect(request, state, entry):
-            try:
-                await within(deadline, state, work.decode())
-                finished = await _infer(work, batcher, state, deadline)
-            except RuntimeError as exc:  # a model whose output does not match its manifest (a task's finish)
-                raise ApiError(500, "inference_failed", f"model {entry.name!r}: {exc}") from None
-            response = await work.encode(finished)
+        batcher.check_room(work.room)  # a full queue refuses before anything is decoded or drawn
+    except BatchingError as exc:
+        raise http_error(exc, state) from None
+    watch = _DisconnectWatch(request.receive)
+    try:
+        if kind.decode_offloaded:
+            await within(deadline, state, work.ctx.cpu(work.decode))
+        else:
+            work.decode()
+        finished = await _infer(work, batcher, state, deadline)
+        response = await work.encode(finished)
+    except asyncio.CancelledError:
+        if watch.cancelled_the_request():
+            state.metrics.rejections.labels(entry.name, "client_disconnected").inc()
+            raise http_error(ClientDisconnected("client disconnected"), state) from None
+        raise
     finally:
+        watch.close()
         if work.large:  # after a large request, succeeded or not, hand the freed heap back (service.memory)
             memory.release_soon(state.codec_pool)
     state.metrics.images.labels(entry.name).inc(work.images)
@@ -203,15 +218,6 @@ def http_error(exc: BatchingError, state: ServiceState) -> ApiError:
     return ApiError(500, "inference_failed", str(exc))
 
 
-@contextmanager
-def batching_errors_as_http(state: ServiceState) -> Iterator[None]:
-    """Batching outcomes raised inside become the service's HTTP errors (`http_error`)."""
-    try:
-        yield
-    except BatchingError as exc:
-        raise http_error(exc, state) from None
-
-
 async def within(deadline: float, state: ServiceState, work: Awaitable[Any]) -> Any:
     """Await `work` (e.g. decoding on the codec pool) until the request's deadline, then 504."""
     try:
@@ -242,10 +248,15 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 async def _infer(work: TaskWork[Any], batcher: Batcher, state: ServiceState, deadline: float) -> list[Any]:
-    """Queue rows [0, work.rows) on the model's batcher and return each job's `finish` value."""
+    """Queue rows [0, work.rows) on the model's batcher and return each job's `finish` value.
+
+    Batching outcomes become HTTP errors here, not in run_task: an error that a batcher job keeps
+    (e.g. a deadline passed while its batch computes) must not hold run_task's frame, which holds
+    the request's arrays (see the `finally`)."""
     loop = asyncio.get_running_loop()
     rows = work.rows
     size = max(1, min(batcher.max_batch_size, batcher.max_queue_rows)) if work.chunked else rows
+    model = batcher.name
 
     async def job(first: int) -> Any:
         feeds = await work.feeds(first, min(first + size, rows))
@@ -254,21 +265,24 @@ async def _infer(work: TaskWork[Any], batcher: Batcher, state: ServiceState, dea
             raise DeadlineExceeded("request deadline passed")
         return await batcher.infer(feeds, timeout=left, finish=lambda out: work.finish(first, out))
 
-    window = asyncio.Semaphore(batcher.streams + _EXTRA_JOBS_IN_FLIGHT)
-
-    async def windowed(first: int) -> Any:
-        async with window:
-            return await job(first)
-
     tasks: list[asyncio.Task[Any]] = []
     try:
-        with batching_errors_as_http(state):
-            if size >= rows:  # one job (every task but large super-resolutions): no task, no gather
-                return [await job(0)]
-            tasks = [loop.create_task(windowed(first)) for first in range(0, rows, size)]
-            gathered = asyncio.gather(*tasks)
-            gathered.add_done_callback(_retrieve)
-            return await gathered
+        if size >= rows:  # one job (every task but large super-resolutions): no task, no gather
+            return [await job(0)]
+        window = asyncio.Semaphore(batcher.streams + _EXTRA_JOBS_IN_FLIGHT)
+
+        async def windowed(first: int) -> Any:
+            async with window:
+                return await job(first)
+
+        tasks = [loop.create_task(windowed(first)) for first in range(0, rows, size)]
+        gathered = asyncio.gather(*tasks)
+        gathered.add_done_callback(_retrieve)
+        return await gathered
+    except BatchingError as exc:
+        raise http_error(exc, state) from None
+    except RuntimeError as exc:  # a model whose output does not match its manifest (found by a task's finish)
+        raise ApiError(500, "inference_failed", f"model {model!r}: {exc}") from None
     finally:
         for task in tasks:
             task.cancel()
@@ -284,34 +298,32 @@ async def _infer(work: TaskWork[Any], batcher: Batcher, state: ServiceState, dea
 # ---------------------------------------------------------------------------- client disconnects
 
 
-@contextmanager
-def _cancelled_on_disconnect(request: Request, state: ServiceState, entry: ModelEntry) -> Iterator[None]:
-    """Cancel the running request if its client goes away, and answer 499 (which goes nowhere).
+class _DisconnectWatch:
+    """Cancels the running request when its client goes away (run_task answers 499, which goes nowhere).
 
-    The request's own task is cancelled, as `asyncio.timeout` does, rather than its work moved into a
-    task of its own: one task per request (the watcher), however the task awaits. Cancelling frees
-    its queued rows at once (Batcher.infer) and stops its other jobs."""
-    current = asyncio.current_task()
-    assert current is not None
-    watching = True
-    gone = False
+    The request's own task is cancelled, as `asyncio.timeout` does, rather than its work moved into
+    a task of its own: one task per request (this watcher), however the request awaits. Cancelling
+    frees its queued rows at once (Batcher.infer) and stops its other jobs."""
 
-    def on_watched(watcher: asyncio.Task[bool]) -> None:
-        nonlocal gone
-        # only while the request is inside the block: a cancel must never reach the code after it
-        if watching and not watcher.cancelled() and watcher.exception() is None and watcher.result():
-            gone = True
-            current.cancel()
+    __slots__ = ("_request", "_watcher", "_gone")
 
-    watcher = asyncio.get_running_loop().create_task(until_disconnected(request.receive))
-    watcher.add_done_callback(on_watched)
-    try:
-        yield
-    except asyncio.CancelledError:
-        if gone and current.uncancel() == 0:  # our cancel, and nobody else's (e.g. shutdown)
-            state.metrics.rejections.labels(entry.name, "client_disconnected").inc()
-            raise http_error(ClientDisconnected("client disconnected"), state) from None
-        raise
-    finally:
-        watching = False
-        watcher.cancel()
+    def __init__(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+        self._request: asyncio.Task[Any] | None = asyncio.current_task()
+        self._gone = False
+        self._watcher: asyncio.Task[bool] | None = asyncio.get_running_loop().create_task(until_disconnected(receive))
+        self._watcher.add_done_callback(self._on_watched)
+
+    def _on_watched(self, watcher: asyncio.Task[bool]) -> None:
+        # only while the request is watched (before close): a cancel must never reach the code after it
+        if self._request is not None and not watcher.cancelled() and watcher.exception() is None and watcher.result():
+            self._gone = True
+            self._request.cancel()
+
+    def cancelled_the_request(self) -> bool:
+        """Whether a CancelledError the request got is this watcher's, and nobody else's (e.g. shutdown)."""
+        return self._gone and self._request is not None and self._request.uncancel() == 0
+
+    def close(self) -> None:
+        watcher, self._watcher, self._request = self._watcher, None, None
+        if watcher is not None:
+            watcher.cancel()

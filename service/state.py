@@ -1,8 +1,10 @@
 """What the handlers of one app share, and the one way they reach it.
 
-Handlers take the state as a FastAPI dependency (`ServiceStateDep`) rather than closing over a
-variable of `create_app` or importing the app module: routes, task pipelines and middleware then
-import this small module, never service.app, so the app can import them all without a cycle.
+Handlers take the state as a FastAPI dependency (`ServiceStateDep`), and the task pipeline, which
+runs every inference request, reads it from its request with the same `state_of` (declaring the
+dependency on the hot path would cost FastAPI's dependency solving, tens of microseconds a request).
+Nothing closes over a variable of `create_app` or imports the app module: routes, task pipelines and
+middleware import this small module, never service.app, so the app can import them all without a cycle.
 """
 
 from __future__ import annotations
@@ -43,10 +45,14 @@ class ServiceState:
         return {"Retry-After": str(self.settings.retry_after_s)}
 
 
-async def service_state(request: Request) -> ServiceState:
-    """The app's ServiceState. Async on purpose: FastAPI runs a plain `def` dependency on a worker
-    thread, a hand-off per request on the hot path."""
+def state_of(request: Request) -> ServiceState:
+    """The ServiceState of the app serving `request` (what the dependency below hands out)."""
     return request.app.state.service  # type: ignore[no-any-return]
+
+
+async def service_state(request: Request) -> ServiceState:
+    """The dependency. Async on purpose: FastAPI runs a plain `def` dependency on a worker thread."""
+    return state_of(request)
 
 
 #: How a handler asks for the state: `state: ServiceStateDep`.

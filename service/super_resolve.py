@@ -55,6 +55,7 @@ class SuperResolveWork(TaskWork[UploadedImage[SuperResolveOptions]]):
     task = "super_resolve"
     path = "/super-resolve"
     chunked = True
+    decode_offloaded = True
 
     image: DecodedImage
     tiles: tiling.TilePlan
@@ -79,17 +80,13 @@ class SuperResolveWork(TaskWork[UploadedImage[SuperResolveOptions]]):
     async def read(cls, request: Request, settings: Settings) -> UploadedImage[SuperResolveOptions]:
         return await read_uploaded_image(request, SuperResolveOptions, settings.max_upload_bytes)
 
-    async def decode(self) -> None:
-        self.image, self.tiles, self.canvas = await self.ctx.cpu(self._decode)
+    def decode(self) -> None:
+        settings = self.ctx.settings
+        self.image = image = decode_image(self.upload.data, settings.max_input_pixels)
+        self.tiles = tiling.plan(image.height, image.width, settings.sr_tile_size, settings.sr_tile_overlap)
+        self.canvas = np.empty((image.height * self.scale, image.width * self.scale, 3), dtype=np.uint8)
         self.rows = self.tiles.count
         self.output_pixels = int(self.canvas.shape[0] * self.canvas.shape[1])
-
-    def _decode(self) -> tuple[DecodedImage, tiling.TilePlan, np.ndarray]:
-        settings = self.ctx.settings
-        image = decode_image(self.upload.data, settings.max_input_pixels)
-        tiles = tiling.plan(image.height, image.width, settings.sr_tile_size, settings.sr_tile_overlap)
-        canvas = np.empty((image.height * self.scale, image.width * self.scale, 3), dtype=np.uint8)
-        return image, tiles, canvas
 
     async def feeds(self, first: int, stop: int) -> dict[str, np.ndarray]:
         return {self.input_name: await self.ctx.cpu(self.chunk, first, stop)}

@@ -145,6 +145,7 @@ class TranslateWork(TaskWork[UploadedImage[TranslateOptions]]):
 
     task = "translate"
     path = "/translate"
+    decode_offloaded = True
 
     def __init__(self, upload: UploadedImage[TranslateOptions], ctx: RequestContext) -> None:
         super().__init__(upload, ctx)
@@ -171,13 +172,10 @@ class TranslateWork(TaskWork[UploadedImage[TranslateOptions]]):
         fields = settings.max_images_per_request + 8
         return await read_uploaded_image(request, TranslateOptions, settings.max_upload_bytes, fields)
 
-    async def decode(self) -> None:
-        self._feeds = await self.ctx.cpu(self._decode)
-
-    def _decode(self) -> dict[str, np.ndarray]:
+    def decode(self) -> None:
         image = decode_image(self.upload.data, self.ctx.settings.max_input_pixels)
         row = model_input(image, self.ctx.entry.manifest, self.size)
-        return {self.image_input: np.repeat(row, self.rows, axis=0), self.label_input: self.labels}
+        self._feeds = {self.image_input: np.repeat(row, self.rows, axis=0), self.label_input: self.labels}
 
     async def feeds(self, first: int, stop: int) -> dict[str, np.ndarray]:
         return self._feeds  # one job: every target computes together
