@@ -310,12 +310,11 @@ class _DisconnectWatch:
     def __init__(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
         self._request: asyncio.Task[Any] | None = asyncio.current_task()
         self._gone = False
-        self._watcher: asyncio.Task[bool] | None = asyncio.get_running_loop().create_task(until_disconnected(receive))
-        self._watcher.add_done_callback(self._on_watched)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
 
-    def _on_watched(self, watcher: asyncio.Task[bool]) -> None:
-        # only while the request is watched (before close): a cancel must never reach the code after it
-        if self._request is not None and not watcher.cancelled() and watcher.exception() is None and watcher.result():
+    async def _watch(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
+        # `_request` is None once closed: a cancel must never reach the code after the watched part
+        if await until_disconnected(receive) and self._request is not None:
             self._gone = True
             self._request.cancel()
 
@@ -324,6 +323,5 @@ class _DisconnectWatch:
         return self._gone and self._request is not None and self._request.uncancel() == 0
 
     def close(self) -> None:
-        watcher, self._watcher, self._request = self._watcher, None, None
-        if watcher is not None:
-            watcher.cancel()
+        self._request = None
+        self._watcher.cancel()
