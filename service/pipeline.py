@@ -310,7 +310,7 @@ class _DisconnectWatch:
     def __init__(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
         self._request: asyncio.Task[Any] | None = asyncio.current_task()
         self._gone = False
-        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._watcher: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._watch(receive))
 
     async def _watch(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
         # `_request` is None once closed: a cancel must never reach the code after the watched part
@@ -323,5 +323,9 @@ class _DisconnectWatch:
         return self._gone and self._request is not None and self._request.uncancel() == 0
 
     def close(self) -> None:
-        self._request = None
-        self._watcher.cancel()
+        # Let go of the watcher task too: once cancelled it keeps its CancelledError, whose traceback
+        # holds `_watch`'s frame and so this object; holding the task back would make that a cycle
+        # (and the request's scope with it) that only the garbage collector frees.
+        watcher, self._watcher, self._request = self._watcher, None, None
+        if watcher is not None:
+            watcher.cancel()
