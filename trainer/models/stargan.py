@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
 from trainer.data.attributes import parse_groups
+from trainer.data.labelled import build_labelled_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option as _opt
 
@@ -238,3 +241,23 @@ def export_spec(config: StarGANConfig, generator: nn.Module) -> ExportSpec:
             "exclusive_groups": groups,
         },
     )
+
+
+def _build_algorithm(arch: Architecture, config: StarGANConfig, context: Any) -> Any:
+    from trainer.training.translation import build_translation  # imported here: that module imports this one
+
+    return build_translation(arch, config, context)
+
+
+ARCHITECTURE = Architecture(
+    name="stargan",
+    task="translate",
+    summary="StarGAN (Choi et al. 2018): multi-domain image-to-image translation over binary attributes; "
+    "--data shapes[:N] | celeba:ROOT | csv:IMAGES_DIR,ATTRS.csv",
+    config_cls=StarGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm=_build_algorithm,
+    export_spec=export_spec,
+    build_dataset=build_labelled_dataset,
+)
