@@ -97,6 +97,7 @@ def test_served_generator_exports_with_parity(name, tiny_checkpoints, tmp_path):
 def test_gan_eval_runs_the_evaluation_of_the_task(name, tiny_checkpoints, monkeypatch):
     from trainer import eval_cli
 
+    tiny(name)
     calls = []
     for task, command in EVALUATIONS.items():
         monkeypatch.setattr(command, "main", lambda argv, prog, task=task: calls.append((task, argv, prog)) or 0)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +32,7 @@ from trainer.architecture import Architecture
 from trainer.data.super_resolution import build_sr_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option
+from trainer.training.super_resolution import build_srgan, build_srresnet
 
 LRELU_SLOPE = 0.2
 # spatial sizes (LR side) at which export checks ONNX against PyTorch, besides the non-square default example
@@ -192,18 +192,6 @@ def export_spec(config: SRResNetConfig, generator: nn.Module) -> ExportSpec:
     )
 
 
-def _build_srresnet(arch: Architecture, config: SRResNetConfig, context: Any) -> Any:
-    from trainer.training.super_resolution import build_srresnet  # imported here: that module imports this one
-
-    return build_srresnet(arch, config, context)
-
-
-def _build_srgan(arch: Architecture, config: SRGANConfig, context: Any) -> Any:
-    from trainer.training.super_resolution import build_srgan  # imported here: that module imports this one
-
-    return build_srgan(arch, config, context)
-
-
 SRRESNET = Architecture(
     name="srresnet",
     task="super_resolve",
@@ -211,7 +199,7 @@ SRRESNET = Architecture(
     "--data photos | folder:HR_IMAGES | shapes[:N]",
     config_cls=SRResNetConfig,
     build_generator=build_generator,
-    algorithm=_build_srresnet,
+    algorithm=build_srresnet,
     export_spec=export_spec,
     build_dataset=build_sr_dataset,
 )
@@ -224,7 +212,7 @@ SRGAN = Architecture(
     config_cls=SRGANConfig,
     build_generator=build_generator,
     build_discriminator=build_discriminator,
-    algorithm=_build_srgan,
+    algorithm=build_srgan,
     export_spec=export_spec,
     build_dataset=build_sr_dataset,
 )

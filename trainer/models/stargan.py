@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,8 @@ from trainer.data.attributes import parse_groups
 from trainer.data.labelled import build_labelled_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option as _opt
+from trainer.training.algorithm import TrainingContext
+from trainer.training.translation import StarGAN
 
 OUTPUT_NAME = "translated"
 
@@ -243,10 +244,10 @@ def export_spec(config: StarGANConfig, generator: nn.Module) -> ExportSpec:
     )
 
 
-def _build_algorithm(arch: Architecture, config: StarGANConfig, context: Any) -> Any:
-    from trainer.training.translation import build_translation  # imported here: that module imports this one
-
-    return build_translation(arch, config, context)
+def build_algorithm(arch: Architecture, config: StarGANConfig, context: TrainingContext) -> StarGAN:
+    """Networks sized by the (resolved) config's attributes, in the data set's label order."""
+    return StarGAN(arch.build_generator(config), arch.build_discriminator(config), config, attribute_list(config),
+                   exclusive_groups(config), context)
 
 
 ARCHITECTURE = Architecture(
@@ -257,7 +258,7 @@ ARCHITECTURE = Architecture(
     config_cls=StarGANConfig,
     build_generator=build_generator,
     build_discriminator=build_discriminator,
-    algorithm=_build_algorithm,
+    algorithm=build_algorithm,
     export_spec=export_spec,
     build_dataset=build_labelled_dataset,
 )

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from trainer.training.distributed import Ranks
 from trainer.training.precision import training_autocast
+
+Network = TypeVar("Network", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class GANAlgorithm:
         self._optimizers: dict[str, torch.optim.Optimizer] = {}
 
     # ------------------------------------------------------------------------------------ networks and state
-    def add_network(self, name: str, module: nn.Module) -> nn.Module:
+    def add_network(self, name: str, module: Network) -> Network:
         """`module` on the device, normalising by global-batch statistics, with rank 0's weights; saved as
         `name`. Call before building the network's optimizer (BatchNorm layers may be swapped)."""
         module = self.ranks.synchronise_batchnorm(module, self.device).to(self.device)
@@ -66,18 +68,21 @@ class GANAlgorithm:
         self._networks[name] = module
         return module
 
-    def add_copy(self, name: str, module: nn.Module) -> nn.Module:
+    def add_copy(self, name: str, module: Network) -> Network:
         """A frozen copy of a network (e.g. an EMA generator), saved as `name`."""
-        self._networks[name] = copy.deepcopy(module).requires_grad_(False)
-        return self._networks[name]
+        frozen = copy.deepcopy(module).requires_grad_(False)
+        self._networks[name] = frozen
+        return frozen
 
     def add_optimizer(self, name: str, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Saved as `name`; adding under a name again replaces it (PGGAN's fresh optimizers per resolution)."""
         self._optimizers[name] = optimizer
         return optimizer
 
-    def adam(self, name: str, module: nn.Module, lr: float, betas: tuple[float, float], **options: Any
-             ) -> torch.optim.Optimizer:
+    def adam(
+        self, name: str, module: nn.Module, lr: float, betas: tuple[float, float], **options: Any
+    ) -> torch.optim.Optimizer:
+        """Adam over `module`'s parameters, saved as `name`."""
         return self.add_optimizer(name, torch.optim.Adam(module.parameters(), lr=lr, betas=betas, **options))
 
     def extra_state(self) -> dict[str, Any]:
