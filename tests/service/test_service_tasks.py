@@ -32,7 +32,7 @@ def test_every_task_of_the_manifest_has_one_task_work_and_one_route(tmp_path: Pa
     tasks = set(typing.get_args(Task))
     works = _task_works()
     assert sorted(work.task for work in works) == sorted(tasks), "one TaskWork per manifest task"
-    assert routes_tasks.TASK_OF_PATH == {work.path: work.task for work in works}
+    assert {work.path: work.task for work in works} == routes_tasks.TASK_OF_PATH
     app = create_app(Settings(model_dir=tmp_path))
     posts = {route.path for route in app.routes if isinstance(route, APIRoute) and "POST" in route.methods}
     assert set(routes_tasks.TASK_OF_PATH) <= posts

@@ -24,9 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
 from trainer.data.attributes import parse_groups
+from trainer.data.labelled import build_labelled_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option as _opt
+from trainer.training.algorithm import TrainingContext
+from trainer.training.translation import StarGAN
 
 OUTPUT_NAME = "translated"
 
@@ -238,3 +242,23 @@ def export_spec(config: StarGANConfig, generator: nn.Module) -> ExportSpec:
             "exclusive_groups": groups,
         },
     )
+
+
+def build_algorithm(arch: Architecture, config: StarGANConfig, context: TrainingContext) -> StarGAN:
+    """Networks sized by the (resolved) config's attributes, in the data set's label order."""
+    return StarGAN(arch.build_generator(config), arch.build_discriminator(config), config, attribute_list(config),
+                   exclusive_groups(config), context)
+
+
+ARCHITECTURE = Architecture(
+    name="stargan",
+    task="translate",
+    summary="StarGAN (Choi et al. 2018): multi-domain image-to-image translation over binary attributes; "
+    "--data shapes[:N] | celeba:ROOT | csv:IMAGES_DIR,ATTRS.csv",
+    config_cls=StarGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm=build_algorithm,
+    export_spec=export_spec,
+    build_dataset=build_labelled_dataset,
+)

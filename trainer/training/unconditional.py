@@ -8,56 +8,73 @@ drawn for the global batch and sharded, and gradients are averaged before each o
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, fields, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from trainer.losses import AdversarialLoss
-from trainer.models.common import sample_latents
-from trainer.training.distributed import DataParallel
-from trainer.training.precision import training_autocast
+from trainer.losses import build_loss
+from trainer.models.common import option, sample_latents
+from trainer.training.algorithm import GANAlgorithm, LatentGenerator, TrainingContext
+
+if TYPE_CHECKING:
+    from trainer.architecture import Architecture
 
 GRID_SIZE = 64
 
 
-class UnconditionalGAN:
+@dataclass
+class UnconditionalConfig:
+    """What this recipe reads from a config. Architectures trained by it share these fields and differ
+    only in their papers' defaults (`with_defaults`), so DCGAN and LSGAN no longer keep two copies."""
+
+    image_size: int
+    latent_dim: int
+    ngf: int
+    ndf: int
+    latent_distribution: str
+    loss: str
+    lr: float
+    beta1: float
+    beta2: float
+    batch_size: int
+
+    @classmethod
+    def with_defaults(cls, name: str, module: str, **defaults: tuple[Any, str]) -> type[UnconditionalConfig]:
+        """A subclass named `name` whose fields default to one paper's values, each with the help text
+        `gan-train` shows; every field must be given, so no architecture inherits another's defaults."""
+        types = {f.name: f.type for f in fields(cls)}
+        if set(defaults) != set(types):
+            raise TypeError(f"{name}: give defaults for exactly {sorted(types)}, got {sorted(defaults)}")
+        specs = [(key, types[key], option(*defaults[key])) for key in types]
+        config_cls = make_dataclass(name, specs, bases=(cls,))
+        config_cls.__module__ = module  # where it is declared, for repr and pickling
+        return config_cls
+
+
+class UnconditionalGAN(GANAlgorithm):
     def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        loss: AdversarialLoss,
-        *,
-        latent_dim: int,
-        latent_distribution: str,
-        lr: float,
-        betas: tuple[float, float],
-        device: torch.device,
-        seed: int,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
+        self, generator: nn.Module, discriminator: nn.Module, config: UnconditionalConfig, context: TrainingContext
     ) -> None:
-        self.device = device
-        self.parallel = parallel = parallel or DataParallel()
-        self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
-        self.discriminator = parallel.synchronise_batchnorm(discriminator, device).to(device)
-        parallel.broadcast_state(self.generator, self.discriminator)
-        self.loss = loss
-        self.latent_dim, self.latent_distribution = latent_dim, latent_distribution
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
+        super().__init__(context, batch_size=config.batch_size)
+        self.generator = self.add_network("generator", generator)
+        self.discriminator = self.add_network("discriminator", discriminator)
+        self.loss = build_loss(config.loss)
+        self.latent_dim, self.latent_distribution = config.latent_dim, config.latent_distribution
+        betas = (config.beta1, config.beta2)
+        self.opt_g = self.adam("optimizer_g", self.generator, config.lr, betas)
+        self.opt_d = self.adam("optimizer_d", self.discriminator, config.lr, betas)
         self.fixed_latents = sample_latents(
-            latent_dim, latent_distribution, GRID_SIZE, torch.Generator().manual_seed(seed + 2)
-        ).to(device)
-        self.autocast = training_autocast(device, amp)
+            self.latent_dim, self.latent_distribution, GRID_SIZE, torch.Generator().manual_seed(context.seed + 2)
+        ).to(self.device)
 
     def latents(self, n: int) -> Tensor:
         """This rank's `n` latents of a global batch drawn whole (so the noise stream is the same for any
         number of processes)."""
-        whole = sample_latents(self.latent_dim, self.latent_distribution, self.parallel.global_size(n), self.noise,
+        whole = sample_latents(self.latent_dim, self.latent_distribution, self.ranks.global_size(n), self.noise,
                                self.device)
-        return self.parallel.shard(whole)
+        return self.ranks.shard(whole)
 
     def train_step(self, real: Tensor) -> dict[str, Tensor]:
         real = real.to(self.device, non_blocking=True)
@@ -68,12 +85,12 @@ class UnconditionalGAN:
             real_out = self.discriminator(real)
             fake_out = self.discriminator(fake.detach())
             loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
-        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
+        self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
 
         with self.autocast:
             fake_out_g = self.discriminator(fake)
             loss_g = self.loss.generator(fake_out_g.float())
-        self.parallel.optimize(loss_g, self.opt_g, self.generator)
+        self.ranks.optimize(loss_g, self.opt_g, self.generator)
 
         return {
             "loss_d": loss_d.detach(),
@@ -92,25 +109,10 @@ class UnconditionalGAN:
         finally:
             self.generator.train()
 
-    def progress(self) -> dict[str, Any]:
-        return {}
+    def served_generator(self) -> LatentGenerator:
+        return LatentGenerator(self.generator, self.latent_dim, self.latent_distribution)
 
-    def served_generator(self) -> tuple[nn.Module, int, str]:
-        """(network, latent size, latent distribution) of what gan-export serves: the loop scores it."""
-        return self.generator, self.latent_dim, self.latent_distribution
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "noise_rng": self.noise.get_state(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        self.noise.set_state(state["noise_rng"].cpu())
+def build_unconditional(arch: Architecture, config: UnconditionalConfig, context: TrainingContext) -> UnconditionalGAN:
+    """The algorithm builder of every architecture trained by this recipe: its own G and D, this loop."""
+    return UnconditionalGAN(arch.build_generator(config), arch.build_discriminator(config), config, context)
