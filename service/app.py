@@ -60,8 +60,8 @@ def create_app(settings: Settings | None = None, *, models: ServedModels | None 
     app.add_middleware(AdmissionMiddleware, state=state, task_of_path=routes_tasks.TASK_OF_PATH)
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=state.metrics,
                        task_paths=routes_tasks.TASK_OF_PATH)
-    routes_tasks.add_task_routes(app)
-    app.include_router(routes_status.router)
+    routes_tasks.ROUTES.add_to(app)
+    routes_status.ROUTES.add_to(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_docs(app)
     if settings.api_keys:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from service.errors import error_response, error_responses
 from service.metrics import CONTENT_TYPE
+from service.route_table import RouteTable
 from service.schemas import HealthResponse, ModelInfo, ModelsResponse, ReadyResponse
 from service.served_models import ModelEntry
 from service.state import ServiceStateDep
 
-router = APIRouter()
+ROUTES = RouteTable()
 
 #: The browser demo served at `/` (plain HTML/JS/CSS, shipped as package data).
 STATIC_DIR = Path(__file__).with_name("static")
@@ -54,7 +54,7 @@ def model_info(entry: ModelEntry) -> ModelInfo:
     )
 
 
-@router.get("/models", response_model=ModelsResponse, summary="Served models", responses=error_responses(401))
+@ROUTES.get("/models", response_model=ModelsResponse, summary="Served models", responses=error_responses(401))
 async def models(state: ServiceStateDep) -> ModelsResponse:
     """Every model's manifest summary, the execution providers in use and its readiness."""
     served = state.models
@@ -62,13 +62,13 @@ async def models(state: ServiceStateDep) -> ModelsResponse:
     return ModelsResponse(ready=bool(served and served.ready), models=[model_info(e) for e in entries])
 
 
-@router.get("/healthz", response_model=HealthResponse, summary="Liveness")
+@ROUTES.get("/healthz", response_model=HealthResponse, summary="Liveness")
 async def healthz() -> HealthResponse:
     """200 while the process serves HTTP, whether or not models are ready."""
     return HealthResponse()
 
 
-@router.get("/readyz", response_model=ReadyResponse, summary="Readiness", responses=error_responses(503))
+@ROUTES.get("/readyz", response_model=ReadyResponse, summary="Readiness", responses=error_responses(503))
 async def readyz(state: ServiceStateDep) -> Response:
     """200 once every model is loaded and warmed up; 503 with the reason before (or on failure)."""
     served = state.models
@@ -79,7 +79,7 @@ async def readyz(state: ServiceStateDep) -> Response:
     return JSONResponse({"status": "ready", "models": {n: e.state for n, e in served.entries.items()}})
 
 
-@router.get(
+@ROUTES.get(
     "/metrics",
     summary="Prometheus metrics",
     response_class=Response,
@@ -98,7 +98,7 @@ async def metrics(state: ServiceStateDep) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE)
 
 
-@router.get("/", include_in_schema=False)
+@ROUTES.get("/", include_in_schema=False)
 async def demo_page() -> FileResponse:
     """The browser demo; it uses only the public endpoints above (see docs/service.md)."""
     return FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": _PAGE_CSP})

@@ -2,17 +2,16 @@
 its task's pipeline (service.pipeline.run_task); the work lives in the task modules.
 
 Declaring a route with `task_route` is what makes its path an inference endpoint everywhere else:
-`add_task_routes` adds it to the app, and admission (concurrency cap, full-queue refusals) and the
-`endpoint` label of the metrics read `TASK_OF_PATH`, so a new task needs no list kept by hand.
+the app adds `ROUTES`, and admission (concurrency cap, full-queue refusals) and the `endpoint` label
+of the metrics read `TASK_OF_PATH`, so a new task needs no list kept by hand.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, Request
 from fastapi.responses import Response
 
 from service.errors import error_responses
@@ -20,44 +19,20 @@ from service.generate import GenerateWork
 from service.manifest import Task
 from service.media_schemas import IMAGE_RESPONSE_CONTENT, SUPER_RESOLVE_OPENAPI, TRANSLATE_OPENAPI, TranslateResponse
 from service.pipeline import TaskWork, run_task
+from service.route_table import Handler, RouteTable
 from service.schemas import GENERATE_EXAMPLES, GenerateRequest, GenerateResponse
 from service.super_resolve import SuperResolveWork
 from service.translate import TranslateWork
 
-Handler = TypeVar("Handler", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class TaskRoute:
-    """One task's POST route: its work, its handler and the handler's OpenAPI declarations."""
-
-    work: type[TaskWork[Any]]
-    handler: Callable[..., Any]
-    openapi: dict[str, Any] = field(default_factory=dict)
-
-
-#: Every task route, in declaration order, and every inference endpoint with the model task it serves.
-TASK_ROUTES: list[TaskRoute] = []
+ROUTES = RouteTable()
+#: Every inference endpoint and the model task it serves, filled by `task_route`.
 TASK_OF_PATH: dict[str, Task] = {}
 
 
 def task_route(work: type[TaskWork[Any]], **openapi: Any) -> Callable[[Handler], Handler]:
-    """Declare `handler` as the POST route of `work.path` (added to the app by `add_task_routes`)."""
-
-    def declare(handler: Handler) -> Handler:
-        TASK_ROUTES.append(TaskRoute(work, handler, openapi))
-        TASK_OF_PATH[work.path] = work.task
-        return handler
-
-    return declare
-
-
-def add_task_routes(app: FastAPI) -> None:
-    """Add every task route as a route of the app itself. Not through an APIRouter and
-    `include_router`: FastAPI (0.165) matches an included router's routes through an extra layer,
-    about 17 microseconds more per request on /generate (measured)."""
-    for route in TASK_ROUTES:
-        app.post(route.work.path, response_class=Response, **route.openapi)(route.handler)
+    """Declare the POST route of `work.path`, an inference endpoint of `work.task`."""
+    TASK_OF_PATH[work.path] = work.task
+    return ROUTES.post(work.path, response_class=Response, **openapi)
 
 
 @task_route(
