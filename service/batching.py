@@ -43,6 +43,9 @@ from service.metrics import Metrics
 
 log = logging.getLogger("service.batching")
 
+#: Messages other than a disconnect that `until_disconnected` tolerates before it stops watching.
+_RECEIVES_WATCHED = 8
+
 RunFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 FinishFn = Callable[[np.ndarray], Any]
 
@@ -83,6 +86,15 @@ class _Job:
     taken: int = 0  # rows handed to batches (or given up); rows - taken are still queued
     parts: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (first row, rows) of a split job
     computed: int = 0  # rows of a split job computed so far
+
+
+async def until_disconnected(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> bool:
+    """True once the client disconnects (after the body is read, ASGI `receive` blocks until then);
+    False from a server that keeps answering otherwise, which is then no longer watched."""
+    for _ in range(_RECEIVES_WATCHED):
+        if (await receive()).get("type") == "http.disconnect":
+            return True
+    return False
 
 
 def _group_key(feeds: Mapping[str, np.ndarray]) -> tuple[Any, ...]:
@@ -189,10 +201,11 @@ class Batcher:
         """Queue `feeds` (all inputs with the same leading row count) and await the output rows.
 
         `timeout` bounds the whole wait (queue + compute). `disconnected` is an ASGI `receive`
-        callable: when it reports `http.disconnect`, the job is dropped. With `finish`, the result
-        is `finish(output rows)`, computed on the finish executor (an exception it raises is raised
-        here). Raises `QueueFull`, `DeadlineExceeded`, `ClientDisconnected`, `BatcherClosed` or
-        `InferenceFailed`.
+        callable: when it reports `http.disconnect`, the job is dropped (the service's task pipeline
+        watches once per request instead and cancels this call, which frees the job's rows too).
+        With `finish`, the result is `finish(output rows)`, computed on the finish executor (an
+        exception it raises is raised here). Raises `QueueFull`, `DeadlineExceeded`,
+        `ClientDisconnected`, `BatcherClosed` or `InferenceFailed`.
         """
         loop = self._loop
         if loop is None or self._closed:
@@ -262,14 +275,9 @@ class Batcher:
             self._m_rejected["deadline_exceeded"].inc()
 
     async def _watch(self, job: _Job, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
-        # After the body is read, ASGI `receive` blocks until the client disconnects. A server that
-        # answers with something else is tolerated a few times, then no longer watched.
-        for _ in range(8):
-            message = await receive()
-            if message.get("type") == "http.disconnect":
-                if self._abandon(job, ClientDisconnected("client disconnected")) and self._metrics is not None:
-                    self._m_rejected["client_disconnected"].inc()
-                return
+        gone = await until_disconnected(receive)
+        if gone and self._abandon(job, ClientDisconnected("client disconnected")) and self._metrics is not None:
+            self._m_rejected["client_disconnected"].inc()
 
     # ---------------------------------------------------------------- worker side
 
