@@ -7,6 +7,7 @@ else refers to an architecture by name, so a new GAN is its module plus one line
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -36,7 +37,9 @@ class Architecture:
     summary: str  # `gan-train --help`'s line for it
     config_cls: type
     build_generator: Callable[[Any], nn.Module]
-    algorithm: AlgorithmBuilder
+    # the builder, or "package.module:function" when that recipe module imports this model module for its
+    # networks and config (PGGAN, StarGAN, SRGAN): named, not imported, so models -> recipes never cycles
+    algorithm: AlgorithmBuilder | str
     export_spec: Callable[[Any, nn.Module], ExportSpec]
     build_discriminator: Callable[[Any], nn.Module] | None = None
     # which weights in the checkpoint are the ones to serve (G_ema where the architecture keeps one)
@@ -67,4 +70,10 @@ class Architecture:
         self, config: Any, device: torch.device, seed: int, amp: bool, ranks: Ranks | None = None
     ) -> GANAlgorithm:
         torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
-        return self.algorithm(self, config, TrainingContext(device, seed, amp, ranks or Ranks()))
+        return self.algorithm_builder()(self, config, TrainingContext(device, seed, amp, ranks or Ranks()))
+
+    def algorithm_builder(self) -> AlgorithmBuilder:
+        if not isinstance(self.algorithm, str):
+            return self.algorithm
+        module, _, function = self.algorithm.partition(":")
+        return getattr(importlib.import_module(module), function)

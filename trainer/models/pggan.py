@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -384,11 +383,6 @@ def export_spec(config: PGGANConfig, generator: nn.Module) -> ExportSpec:
     return latent_generator_spec(grown, config.latent_dim, "normal", grown.resolution, extra)
 
 
-def _build_algorithm(arch: Architecture, config: PGGANConfig, context: Any) -> Any:
-    from trainer.training.progressive import build_progressive  # imported here: that module imports this one
-
-    return build_progressive(arch, config, context)
-
 
 ARCHITECTURE = Architecture(
     name="pggan",
@@ -397,7 +391,7 @@ ARCHITECTURE = Architecture(
     config_cls=PGGANConfig,
     build_generator=build_generator,
     build_discriminator=build_discriminator,
-    algorithm=_build_algorithm,
+    algorithm="trainer.training.progressive:build_progressive",
     export_spec=export_spec,
     served_generator_key="generator_ema",
     progress_buffers=("grown_resolution", "grown_alpha", "grown_images"),

@@ -32,7 +32,6 @@ from trainer.architecture import Architecture
 from trainer.data.super_resolution import build_sr_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option
-from trainer.training.super_resolution import build_srgan, build_srresnet
 
 LRELU_SLOPE = 0.2
 # spatial sizes (LR side) at which export checks ONNX against PyTorch, besides the non-square default example
@@ -199,7 +198,7 @@ SRRESNET = Architecture(
     "--data photos | folder:HR_IMAGES | shapes[:N]",
     config_cls=SRResNetConfig,
     build_generator=build_generator,
-    algorithm=build_srresnet,
+    algorithm="trainer.training.super_resolution:build_srresnet",
     export_spec=export_spec,
     build_dataset=build_sr_dataset,
 )
@@ -212,7 +211,7 @@ SRGAN = Architecture(
     config_cls=SRGANConfig,
     build_generator=build_generator,
     build_discriminator=build_discriminator,
-    algorithm=build_srgan,
+    algorithm="trainer.training.super_resolution:build_srgan",
     export_spec=export_spec,
     build_dataset=build_sr_dataset,
 )

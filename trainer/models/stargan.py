@@ -29,8 +29,6 @@ from trainer.data.attributes import parse_groups
 from trainer.data.labelled import build_labelled_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option as _opt
-from trainer.training.algorithm import TrainingContext
-from trainer.training.translation import StarGAN
 
 OUTPUT_NAME = "translated"
 
@@ -244,11 +242,6 @@ def export_spec(config: StarGANConfig, generator: nn.Module) -> ExportSpec:
     )
 
 
-def build_algorithm(arch: Architecture, config: StarGANConfig, context: TrainingContext) -> StarGAN:
-    """Networks sized by the (resolved) config's attributes, in the data set's label order."""
-    return StarGAN(arch.build_generator(config), arch.build_discriminator(config), config, attribute_list(config),
-                   exclusive_groups(config), context)
-
 
 ARCHITECTURE = Architecture(
     name="stargan",
@@ -258,7 +251,7 @@ ARCHITECTURE = Architecture(
     config_cls=StarGANConfig,
     build_generator=build_generator,
     build_discriminator=build_discriminator,
-    algorithm=build_algorithm,
+    algorithm="trainer.training.translation:build_stargan",
     export_spec=export_spec,
     build_dataset=build_labelled_dataset,
 )

@@ -17,21 +17,19 @@ own checkpoint and no longer needs the stage-1 file.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
 from trainer.data.super_resolution import bicubic_upscale, hr_tensor
 from trainer.evaluation.super_resolution import evaluate_upscaler, torch_upscaler
 from trainer.losses import NonSaturatingBCE, build_content_loss
+from trainer.models import srgan
 from trainer.training.algorithm import GANAlgorithm, TrainingContext
 from trainer.training.checkpoint import load_checkpoint
-
-if TYPE_CHECKING:  # the model module declares its architectures with the builders below
-    from trainer.architecture import Architecture
-    from trainer.models import srgan
 
 PREVIEW_CROPS = 3  # rows of (bicubic | SR | HR) in the sample grid, which save_grid lays out 3 to a row
 INIT_ARCHITECTURES = ("srresnet", "srgan")

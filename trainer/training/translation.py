@@ -21,17 +21,16 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from trainer.architecture import Architecture
 from trainer.data.attributes import domain_targets
 from trainer.losses import discriminator_loss, generator_loss, gradient_penalty
+from trainer.models.stargan import Discriminator, Generator, StarGANConfig, attribute_list, exclusive_groups
 from trainer.training.algorithm import GANAlgorithm, TrainingContext
-
-if TYPE_CHECKING:  # the model module declares its architecture with this algorithm
-    from trainer.models.stargan import Discriminator, Generator, StarGANConfig
 
 GRID_IMAGES = 8
 
@@ -173,3 +172,9 @@ def tile(grid: Tensor, padding: int = 2) -> Tensor:
         for c in range(cols):
             out[:, r * (h + padding) : r * (h + padding) + h, c * (w + padding) : c * (w + padding) + w] = grid[r, c]
     return out[None]
+
+
+def build_stargan(arch: Architecture, config: StarGANConfig, context: TrainingContext) -> StarGAN:
+    """Networks sized by the (resolved) config's attributes, in the data set's label order."""
+    return StarGAN(arch.build_generator(config), arch.build_discriminator(config), config, attribute_list(config),
+                   exclusive_groups(config), context)
