@@ -56,11 +56,12 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 class AdmissionMiddleware:
     """Per-process admission for POST requests; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, state: ServiceState, task_of_path: Mapping[str, str] | None = None) -> None:
-        """`task_of_path`: the inference endpoints and the model task of each (service.routes_tasks)."""
+    def __init__(self, app: ASGIApp, *, state: ServiceState, task_of_path: Mapping[str, str]) -> None:
+        """`task_of_path`: the inference endpoints and the model task of each (service.routes_tasks);
+        required, since an app built without it would quietly lose the caps on every inference endpoint."""
         self.app = app
         self.state = state
-        self.task_of_path = dict(task_of_path or {})
+        self.task_of_path = dict(task_of_path)
         settings = state.settings
         self.max_inflight = settings.max_concurrent_requests
         self.body_timeout_s = settings.body_timeout_s

@@ -19,15 +19,21 @@ from service.schemas import response_config
 _LIST_FIELDS = frozenset({"targets"})
 
 
-class SuperResolveOptions(BaseModel):
+class UploadOptions(BaseModel):
+    """What every image-upload endpoint takes besides the image (service.uploads reads these)."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(None, description="Model name; default: the first super_resolve model by name.")
+    model: str | None = Field(None, description="Model name; default: the first model of the task by name.")
     format: ImageFormat = Field("png", description="Encoding of the result.")
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality.")
 
 
-class TranslateOptions(SuperResolveOptions):
+class SuperResolveOptions(UploadOptions):
+    model: str | None = Field(None, description="Model name; default: the first super_resolve model by name.")
+
+
+class TranslateOptions(UploadOptions):
     model: str | None = Field(None, description="Model name; default: the first translate model by name.")
     attributes: str | None = Field(None, description="One target set: comma-separated names or a JSON list.")
     targets: list[str] | None = Field(None, description="Several target sets (repeat the field), one image each.")

@@ -55,9 +55,10 @@ async def send_error(send: Send, status: int, code: str, message: str, headers: 
 
 class ServiceMiddleware:
     def __init__(
-        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, task_paths: Iterable[str] = ()
+        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, task_paths: Iterable[str]
     ) -> None:
-        """`task_paths`: the inference endpoints, labelled by path like ENDPOINTS (service.routes_tasks)."""
+        """`task_paths`: the inference endpoints, labelled by path like ENDPOINTS (service.routes_tasks);
+        required, so that no app labels its inference requests `other` by omission."""
         self.app = app
         self.endpoints = ENDPOINTS | frozenset(task_paths)
         self.keys = [key.encode() for key in settings.api_keys]

@@ -42,7 +42,6 @@ from service.batching import (
     DeadlineExceeded,
     InferenceFailed,
     QueueFull,
-    until_disconnected,
 )
 from service.errors import ApiError
 from service.manifest import Task
@@ -161,6 +160,8 @@ async def run_task(kind: type[TaskWork[ReadT]], request: Request, read: ReadT | 
             await within(deadline, state, work.ctx.cpu(work.decode))
         else:
             work.decode()
+        if work.rows < 1:  # a task that forgot to set them would queue an empty job (a ValueError, so a 500)
+            raise RuntimeError(f"{kind.__name__}.decode left rows = {work.rows}; it must set the rows to compute")
         finished = await _infer(work, batcher, state, deadline)
         response = await work.encode(finished)
     except asyncio.CancelledError:
@@ -296,6 +297,20 @@ async def _infer(work: TaskWork[Any], batcher: Batcher, state: ServiceState, dea
 
 
 # ---------------------------------------------------------------------------- client disconnects
+
+#: Messages other than a disconnect that `until_disconnected` tolerates before it stops watching.
+_RECEIVES_WATCHED = 8
+
+
+async def until_disconnected(receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> bool:
+    """True once the client disconnects (after the body is read, ASGI `receive` blocks until then);
+    False from a server that keeps answering otherwise, which is then no longer watched."""
+    for _ in range(_RECEIVES_WATCHED):
+        if (await receive()).get("type") == "http.disconnect":
+            return True
+    return False
+
+
 
 
 class _DisconnectWatch:

@@ -24,10 +24,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from service.errors import ApiError
-from service.media_schemas import SuperResolveOptions, parse_options
+from service.media_schemas import UploadOptions, parse_options
 
 #: The options model of an upload endpoint (every one names its model).
-OptionsT = TypeVar("OptionsT", bound=SuperResolveOptions)
+OptionsT = TypeVar("OptionsT", bound=UploadOptions)
 
 #: Upload formats: our name -> Pillow's format name.
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

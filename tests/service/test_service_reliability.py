@@ -194,7 +194,7 @@ def test_the_generate_body_cap_follows_the_models_being_served() -> None:
 
     settings = Settings(max_images_per_request=4)
     state = SimpleNamespace(settings=settings, models=SimpleNamespace(entries=entries))
-    guard = AdmissionMiddleware(app=None, state=state)  # type: ignore[arg-type]
+    guard = AdmissionMiddleware(app=None, state=state, task_of_path={"/generate": "generate"})  # type: ignore[arg-type]
     entries["g"] = generator(100)
     narrow = guard.body_limit("/generate")
     entries["g"] = generator(512)

@@ -50,3 +50,11 @@ def test_task_modules_sit_where_the_error_code_test_reads_them() -> None:
     for work in _task_works():
         module = typing.cast(typing.Any, __import__(work.__module__, fromlist=["_"]))
         assert Path(module.__file__).parent == ROOT / "service", work
+
+
+def test_the_trainer_and_the_service_know_the_same_tasks() -> None:
+    """A task is a contract of both halves: an architecture declares one (trainer.architecture.TASKS),
+    and the service serves a manifest that names it (service.manifest.Task)."""
+    from trainer.architecture import TASKS
+
+    assert set(TASKS) == set(typing.get_args(Task))
