@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service import memory
 from service.metrics import MULTIPROC_ENV
 from service.protocol import protocol_class
 from service.runtime import CPU, ModelLoadError, select_providers
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.app import create_app
 
     app = create_app(settings, models=models)
+    memory.tune_gc()  # models loaded, app built: what lives for good is frozen now
     uvicorn.run(app, **uvicorn_options(settings))
     return 0
 
