@@ -68,6 +68,10 @@ def tune_gc() -> None:
     collection every few requests, each traversing them all to find nothing: request objects are
     freed by reference counting (the pipeline breaks its cycles itself, service.pipeline), so a
     higher threshold only lets the rare cyclic garbage wait a little longer.
+
+    Call it after the imports and before the models load: a frozen object is never collected, and a
+    model version that swap.py replaces must be freed with everything it holds, cycles included.
+    (`app_factory` calls it before the lifespan loads the models.)
     """
     gc.collect()
     gc.freeze()
