@@ -221,6 +221,8 @@ def test_semantic_errors(server: LiveServer) -> None:
 def test_generate_fast_path_answers_exactly_as_fastapi(server: LiveServer, content: bytes) -> None:
     """`application/json` bodies take service.json_body's fast path; with a charset parameter the same
     body goes through FastAPI's own handling: status, headers that matter and bytes must not differ."""
+    (route,) = [r for r in server.app.routes if getattr(r, "path", None) == "/generate"]
+    assert route.get_route_handler().__name__ == "handle_fast"  # the fast path is in place to compare
     url = server.url + "/generate"
     fast = httpx.post(url, content=content, headers={"content-type": "application/json"})
     slow = httpx.post(url, content=content, headers={"content-type": "application/json; charset=utf-8"})
