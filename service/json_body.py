@@ -31,7 +31,11 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic_core import from_json
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+
+try:  # the scope key of Starlette's body limit; an older Starlette has none, so no request carries it
+    from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
+except ImportError:  # pragma: no cover - depends on the installed Starlette
+    MAX_BODY_SIZE_SCOPE_KEY = "starlette.max_body_size"
 
 #: Bodies up to this size are parsed inline: below it a thread hand-off costs more than the parse.
 OFFLOAD_BYTES = 64 * 1024
@@ -55,12 +59,22 @@ class OffloadedJSONRequest(Request):
         return self._json
 
 
-def _request_and_body_only(dependant: Dependant, embed_body_fields: bool) -> bool:
-    """Whether a route's handler takes exactly the Request and one (not embedded) body parameter."""
+def _request_and_body_only(dependant: Dependant, embed_body_fields: bool | None) -> bool:
+    """Whether a route's handler takes exactly the Request and one (not embedded) body parameter.
+
+    The fast path reads FastAPI's route internals; with a FastAPI whose internals differ from those it
+    was written against (fastapi is not pinned), the answer is False and the route takes FastAPI's
+    own handler, so the worst case is the old speed, never a broken route."""
+    try:
+        return embed_body_fields is False and _plain_body_route(dependant)
+    except AttributeError:
+        return False
+
+
+def _plain_body_route(dependant: Dependant) -> bool:
     return (
         dependant.request_param_name is not None
         and len(dependant.body_params) == 1
-        and not embed_body_fields
         and not (dependant.path_params or dependant.query_params or dependant.header_params
                  or dependant.cookie_params or dependant.dependencies)
         and dependant.websocket_param_name is None
@@ -85,7 +99,8 @@ class OffloadedJSONRoute(APIRoute):
         handler = super().get_route_handler()
         dependant = self.dependant
         endpoint = dependant.call
-        if not (_request_and_body_only(dependant, self._embed_body_fields) and asyncio.iscoroutinefunction(endpoint)):
+        embed = getattr(self, "_embed_body_fields", None)
+        if not (_request_and_body_only(dependant, embed) and asyncio.iscoroutinefunction(endpoint)):
 
             async def handle(request: Request) -> Response:
                 return await handler(OffloadedJSONRequest(request.scope, request.receive))
@@ -108,7 +123,10 @@ class OffloadedJSONRoute(APIRoute):
                 except Exception:
                     data = None
                 if data is not None:
-                    value, errors = field.validate(data, {}, loc=("body",))  # FastAPI's own validation
+                    try:
+                        value, errors = field.validate(data, {}, loc=("body",))  # FastAPI's own validation
+                    except TypeError:  # a FastAPI whose ModelField.validate differs: take its own handler
+                        errors = [None]
                     if not errors:
                         response = await endpoint(**{request_name: request, body_name: value})
                         if isinstance(response, Response):
