@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from service import routes_status, routes_tasks
+from service import memory, routes_status, routes_tasks
 from service.admission import AdmissionMiddleware
 from service.docs_pages import install_docs
 from service.errors import install_error_handlers
@@ -70,5 +70,8 @@ def create_app(settings: Settings | None = None, *, models: ServedModels | None 
 
 
 def app_factory() -> FastAPI:
-    """For `uvicorn --factory service.app:app_factory`: settings from the environment."""
-    return create_app(Settings())
+    """For `uvicorn --factory service.app:app_factory`: settings from the environment; the
+    process's garbage collector set for serving (service.memory.tune_gc)."""
+    app = create_app(Settings())
+    memory.tune_gc()
+    return app

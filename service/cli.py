@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service import memory
 from service.metrics import MULTIPROC_ENV
 from service.protocol import protocol_class
 from service.runtime import CPU, ModelLoadError, select_providers
@@ -111,14 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             _validate_for_workers(settings.model_copy(update={"workers": workers}))
             log.info("starting %d worker processes", workers)
             return _serve_workers(settings, overrides, workers)
+        import uvicorn
+
+        from service.app import create_app
+
+        memory.tune_gc()  # after the imports, before the models (a swapped-out version must stay collectable)
         models = ServedModels.load(settings)
     except ModelLoadError as exc:
         print(f"gan-serve: {exc}", file=sys.stderr)
         return 2
-
-    import uvicorn
-
-    from service.app import create_app
 
     app = create_app(settings, models=models)
     uvicorn.run(app, **uvicorn_options(settings))

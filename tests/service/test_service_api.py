@@ -205,6 +205,32 @@ def test_semantic_errors(server: LiveServer) -> None:
     error_of(httpx.post(url, content=huge, headers={"content-type": "application/json"}), 413, "payload_too_large")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"num_images": 2, "seed": 5}',
+        b'{"num_images": 1, "seed": 5, "return_latents": true, "format": "webp"}',
+        b'{"num_images": 0}',
+        b'{"seed": 1, "colour": "blue"}',
+        b"{not json",
+        b"null",
+        b"[]",
+        b"",
+    ],
+)
+def test_generate_fast_path_answers_exactly_as_fastapi(server: LiveServer, content: bytes) -> None:
+    """`application/json` bodies take service.json_body's fast path; with a charset parameter the same
+    body goes through FastAPI's own handling: status, headers that matter and bytes must not differ."""
+    (route,) = [r for r in server.app.routes if getattr(r, "path", None) == "/generate"]
+    assert route.get_route_handler().__name__ == "handle_fast"  # the fast path is in place to compare
+    url = server.url + "/generate"
+    fast = httpx.post(url, content=content, headers={"content-type": "application/json"})
+    slow = httpx.post(url, content=content, headers={"content-type": "application/json; charset=utf-8"})
+    assert fast.status_code == slow.status_code
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.content == slow.content
+
+
 # ---------------------------------------------------------------------------- batching and load
 
 
