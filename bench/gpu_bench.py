@@ -109,8 +109,8 @@ def raw_ort(model_dir: Path, device: str, seconds: float, batches: list[int]) ->
     import numpy as np
     import onnxruntime as ort
 
-    from service.registry import inference_threads
     from service.runtime import CPU, CUDA, provider_list, session_options
+    from service.served_models import inference_threads
     from service.settings import Settings
 
     manifest = json.loads((model_dir / "manifest.json").read_text())

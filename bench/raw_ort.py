@@ -4,7 +4,7 @@ No HTTP, no encoding, no batching logic: threads call `session.run` back to back
 batch, for each batch size, under three configurations:
 
 * `service`: exactly what gan-serve does with the current GAN_* settings
-  (`service.runtime.session_options` and `service.registry.inference_threads`; by default one
+  (`service.runtime.session_options` and `service.served_models.inference_threads`; by default one
   caller and ONNX Runtime's default intra-op threads, one per core);
 * `2 streams`: the service's options with GAN_INFERENCE_STREAMS=2: two concurrent callers of a
   session with cores / 2 intra-op threads (1 on a 2-core host);
@@ -31,8 +31,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # noqa: E402 - run as a script
 
-from service.registry import cpu_count, inference_threads  # noqa: E402
 from service.runtime import session_options  # noqa: E402
+from service.served_models import cpu_count, inference_threads  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)

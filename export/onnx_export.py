@@ -30,8 +30,8 @@ from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
 from service.versions import is_versioned
 from trainer.export_spec import ExportSpec
 from trainer.provenance import training_command
-from trainer.registry import get_architecture
-from trainer.training.checkpoint import load_checkpoint, resolve_checkpoint
+from trainer.served import load_served_generator
+from trainer.training.checkpoint import resolve_checkpoint
 
 DEFAULT_OPSET = 18
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
@@ -212,14 +212,9 @@ def export_checkpoint(
     "fp16" (`fp16=True` is the older spelling of "fp16").
     """
     checkpoint_path = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint_path)
-    arch = get_architecture(state["arch"])
-    config = arch.make_config(state["config"])
-    generator = arch.build_generator(config)
-    generator.load_state_dict(state[arch.served_generator_key])
-    generator.eval()
-    spec = arch.export_spec(config, generator)
-    spec.module.eval()
+    served = load_served_generator(checkpoint_path)
+    state, arch = served.checkpoint, served.architecture
+    spec = served.export_spec()
     name = name or arch.name
     precision = precision or ("fp16" if fp16 else "fp32")
     if precision not in TOLERANCE:

@@ -31,16 +31,16 @@ import torch
 
 from trainer.data import build_dataset
 from trainer.data.shapes import ShapesDataset
-from trainer.eval_cli import checkpoint_source
 from trainer.evaluation import release
+from trainer.evaluation.generator_eval import checkpoint_source
 from trainer.evaluation.generator_quality import GeneratorEvaluator
 from trainer.evaluation.shapes_features import NAME as SHAPES_FEATURES
+from trainer.evaluation.sr_eval import load_images as load_photos
 from trainer.evaluation.stargan_eval import cached_classifier, write_example
 from trainer.evaluation.super_resolution import evaluate_upscaler, side_by_side, torch_upscaler
 from trainer.evaluation.translation import load_images, translation_metrics
 from trainer.registry import get_architecture
-from trainer.sr_eval import load_images as load_photos
-from trainer.training.checkpoint import load_checkpoint
+from trainer.served import load_served_generator
 
 GENERATORS = ("dcgan", "lsgan", "pggan")
 FRESH_REAL_SEED = 999_331  # a shapes seed no run trains on
@@ -103,18 +103,13 @@ def _in_order(images: torch.Tensor):
 
 
 def stargan_rows(run: Path) -> dict[str, Any]:
-    state = load_checkpoint(run)
-    arch = get_architecture("stargan")
-    config = arch.make_config(state["config"])
-    dataset = arch.dataset(state["train"]["data"], config, state["train"]["seed"])
+    served = load_served_generator(run, task="translate")
+    state, config, trained = served.checkpoint, served.config, served.network
+    random = load_served_generator(state, task="translate", random_weights=True).network
+    dataset = served.architecture.dataset(state["train"]["data"], config, state["train"]["seed"])
     classifier = cached_classifier(run, dataset, config.classifier_steps, use_cache=True)
     held_out = dataset.held_out(config.eval_images)
     images, labels = load_images(held_out, len(held_out))
-    trained = arch.build_generator(config)
-    trained.load_state_dict(state[arch.served_generator_key])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        random = arch.build_generator(config)
     rows = {}
     for name, generator in (("trained", trained), ("random weights", random)):
         m = translation_metrics(generator.eval(), classifier, images, labels, dataset.attributes,
@@ -126,14 +121,9 @@ def stargan_rows(run: Path) -> dict[str, Any]:
 
 
 def sr_rows(run: Path, arch_name: str) -> dict[str, Any]:
-    state = load_checkpoint(run)
-    arch = get_architecture(state["arch"])
-    config = arch.make_config(state["config"])
-    trained = arch.build_generator(config)
-    trained.load_state_dict(state[arch.served_generator_key])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        random = arch.build_generator(config)
+    served = load_served_generator(run, task="super_resolve")
+    state, config, trained = served.checkpoint, served.config, served.network
+    random = load_served_generator(state, task="super_resolve", random_weights=True).network
     photos, names = load_photos("photos")
     rows: dict[str, Any] = {}
     for name, generator in (("trained", trained), ("random weights", random)):
@@ -195,8 +185,8 @@ def write_block(path: Path, block: str, begin: str = BEGIN, end_marker: str = EN
 def release_images(repository: Path) -> None:
     """The README's images from the release models as served: sample grids (64 latents, seed 0), StarGAN
     translations of four held-out shapes, and bicubic | SR | original for both SR models."""
-    from trainer.eval_cli import onnx_source
-    from trainer.sr_eval import onnx_upscaler
+    from trainer.evaluation.generator_eval import onnx_source
+    from trainer.evaluation.sr_eval import onnx_upscaler
     from trainer.training.images import save_grid
     from trainer.training.translation import translation_grid
 

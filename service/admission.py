@@ -25,17 +25,14 @@ and whatever it would still send is dropped.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.middleware import send_error
+from service.state import ServiceState
 
-if TYPE_CHECKING:
-    from service.app import ServiceState
-
-#: The inference endpoints and the model task each serves.
-TASK_OF_PATH = {"/generate": "generate", "/super-resolve": "super_resolve", "/translate": "translate"}
 #: Bytes of JSON one latent value may take (`-1.2345678901234567e-05, ` is 25) and room for the rest.
 _JSON_BYTES_PER_VALUE = 32
 _JSON_OVERHEAD_BYTES = 64 * 1024
@@ -59,9 +56,12 @@ def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 class AdmissionMiddleware:
     """Per-process admission for POST requests; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, *, state: ServiceState) -> None:
+    def __init__(self, app: ASGIApp, *, state: ServiceState, task_of_path: Mapping[str, str]) -> None:
+        """`task_of_path`: the inference endpoints and the model task of each (service.routes_tasks);
+        required, since an app built without it would quietly lose the caps on every inference endpoint."""
         self.app = app
         self.state = state
+        self.task_of_path = dict(task_of_path)
         settings = state.settings
         self.max_inflight = settings.max_concurrent_requests
         self.body_timeout_s = settings.body_timeout_s
@@ -73,22 +73,22 @@ class AdmissionMiddleware:
 
     def body_limit(self, path: str) -> int:
         """The body cap of `path`. Computed per request, not cached: a version swap may change a
-        generate model's latent_dim, and the registry holds a handful of entries."""
-        registry = self.state.registry
-        if path != "/generate" or registry is None:
+        generate model's latent_dim, and the served models are a handful of entries."""
+        models = self.state.models
+        if path != "/generate" or models is None:
             return self.max_upload
-        dims = [e.manifest.latent_dim or 0 for e in registry.entries.values() if e.manifest.task == "generate"]
+        dims = [e.manifest.latent_dim or 0 for e in models.entries.values() if e.manifest.task == "generate"]
         return generate_body_limit(self.state.settings.max_images_per_request, dims, self.max_upload)
 
     def _full_queues(self, task: str) -> str | None:
         """When every ready model of `task` has no free queue row (any request would be a 503): the
         task's default model, the `model` label of the rejection. Else None."""
-        registry = self.state.registry
-        if registry is None:
+        models = self.state.models
+        if models is None:
             return None
-        batchers = [e.batcher for e in registry.entries.values() if e.manifest.task == task and e.ready]
+        batchers = [e.batcher for e in models.entries.values() if e.manifest.task == task and e.ready]
         if batchers and all(b is not None and b.queued_rows >= b.max_queue_rows for b in batchers):
-            default = registry.get(None, task)  # type: ignore[arg-type]
+            default = models.get(None, task)  # type: ignore[arg-type]
             return default.name if default is not None else ""
         return None
 
@@ -111,7 +111,7 @@ class AdmissionMiddleware:
                 f"for {path}", _CLOSE
             )
             return
-        task = TASK_OF_PATH.get(path)
+        task = self.task_of_path.get(path)
         if task is not None:
             if self.inflight >= self.max_inflight:
                 message = f"{self.inflight} requests in progress (the limit of this process); retry shortly"

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,16 +183,15 @@ class Batcher:
         feeds: Mapping[str, np.ndarray],
         *,
         timeout: float | None = None,
-        disconnected: Callable[[], Awaitable[Mapping[str, Any]]] | None = None,
         finish: FinishFn | None = None,
     ) -> Any:
         """Queue `feeds` (all inputs with the same leading row count) and await the output rows.
 
-        `timeout` bounds the whole wait (queue + compute). `disconnected` is an ASGI `receive`
-        callable: when it reports `http.disconnect`, the job is dropped. With `finish`, the result
-        is `finish(output rows)`, computed on the finish executor (an exception it raises is raised
-        here). Raises `QueueFull`, `DeadlineExceeded`, `ClientDisconnected`, `BatcherClosed` or
-        `InferenceFailed`.
+        `timeout` bounds the whole wait (queue + compute). Cancelling the call (the service's task
+        pipeline does when the client goes away) frees the job's queued rows at once.
+        With `finish`, the result is `finish(output rows)`, computed on the finish executor (an
+        exception it raises is raised here). Raises `QueueFull`, `DeadlineExceeded`,
+        `ClientDisconnected`, `BatcherClosed` or `InferenceFailed`.
         """
         loop = self._loop
         if loop is None or self._closed:
@@ -209,7 +208,6 @@ class Batcher:
         if self._idle or self._queued_rows >= self.max_batch_size:
             self._wakeup.set()  # type: ignore[union-attr]
         timer = loop.call_at(deadline, self._expire, job) if timeout is not None else None
-        watcher = loop.create_task(self._watch(job, disconnected)) if disconnected is not None else None
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -218,11 +216,9 @@ class Batcher:
         finally:
             if timer is not None:
                 timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
             # A raised error's traceback holds this frame, and the frame the job, whose future holds the
             # error: a cycle that would keep the job's arrays until the next full garbage collection.
-            del job, timer, watcher
+            del job, timer
 
     def check_room(self, rows: int) -> None:
         """Raise `QueueFull` unless `rows` more rows fit in the queue now (callers check before they
@@ -260,16 +256,6 @@ class Batcher:
         expired = self._abandon(job, DeadlineExceeded(f"model {self.name!r}: request deadline passed"))
         if expired and self._metrics is not None:
             self._m_rejected["deadline_exceeded"].inc()
-
-    async def _watch(self, job: _Job, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> None:
-        # After the body is read, ASGI `receive` blocks until the client disconnects. A server that
-        # answers with something else is tolerated a few times, then no longer watched.
-        for _ in range(8):
-            message = await receive()
-            if message.get("type") == "http.disconnect":
-                if self._abandon(job, ClientDisconnected("client disconnected")) and self._metrics is not None:
-                    self._m_rejected["client_disconnected"].inc()
-                return
 
     # ---------------------------------------------------------------- worker side
 

@@ -25,10 +25,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from service import memory
 from service.metrics import MULTIPROC_ENV
 from service.protocol import protocol_class
-from service.registry import ModelRegistry, cpu_count
 from service.runtime import CPU, ModelLoadError, select_providers
+from service.served_models import ServedModels, cpu_count
 from service.settings import Settings
 from service.workers import auto_workers
 
@@ -67,8 +68,8 @@ def _validate_for_workers(settings: Settings) -> None:
     one worker). The sessions are opened on CPU and dropped, so the supervisor holds no GPU memory;
     each worker opens its own sessions on its device."""
     select_providers(settings.device)  # GAN_DEVICE=cuda without a CUDA build: refused here
-    registry = ModelRegistry.load(settings.model_copy(update={"device": "cpu"}))
-    del registry
+    models = ServedModels.load(settings.model_copy(update={"device": "cpu"}))
+    del models
 
 
 def _serve_workers(settings: Settings, overrides: dict[str, object], workers: int) -> int:
@@ -111,16 +112,17 @@ def main(argv: list[str] | None = None) -> int:
             _validate_for_workers(settings.model_copy(update={"workers": workers}))
             log.info("starting %d worker processes", workers)
             return _serve_workers(settings, overrides, workers)
-        registry = ModelRegistry.load(settings)
+        import uvicorn
+
+        from service.app import create_app
+
+        memory.tune_gc()  # after the imports, before the models (a swapped-out version must stay collectable)
+        models = ServedModels.load(settings)
     except ModelLoadError as exc:
         print(f"gan-serve: {exc}", file=sys.stderr)
         return 2
 
-    import uvicorn
-
-    from service.app import create_app
-
-    app = create_app(settings, registry=registry)
+    app = create_app(settings, models=models)
     uvicorn.run(app, **uvicorn_options(settings))
     return 0
 

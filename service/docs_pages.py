@@ -27,16 +27,19 @@ def install_docs(app: FastAPI) -> None:
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS_DIR), name="docs-assets")
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 
+    def urls(request: Request, **assets: str) -> dict[str, str]:
+        """A page's URLs under the app's root path (behind a proxy): the OpenAPI document and `assets`."""
+        root = request.scope.get("root_path", "")
+        located = {argument: f"{root}{ASSETS_URL}/{file}" for argument, file in assets.items()}
+        return {"openapi_url": f"{root}{app.openapi_url}", **located}
+
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{redirect_url}",
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            oauth2_redirect_url=f"{request.scope.get('root_path', '')}{redirect_url}",
+            **urls(request, swagger_js_url="swagger-ui-bundle.js", swagger_css_url="swagger-ui.css",
+                   swagger_favicon_url="favicon.png"),
         )
 
     @app.get(redirect_url, include_in_schema=False)
@@ -45,11 +48,8 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
         return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
             with_google_fonts=False,
+            **urls(request, redoc_js_url="redoc.standalone.js", redoc_favicon_url="favicon.png"),
         )

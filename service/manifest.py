@@ -23,6 +23,14 @@ class ManifestError(ValueError):
     """A manifest the service cannot trust: missing, unparsable, or of an unknown version."""
 
 
+def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data` without `key` where it is None: a field added to the contract later is left out of what
+    is written when unset, so files and responses of the earlier format stay byte-for-byte the same."""
+    if data.get(key) is None:
+        data.pop(key, None)
+    return data
+
+
 class TensorSpec(BaseModel):
     """One graph input or output; `None` in `shape` marks a dynamic axis (always the batch axis).
 
@@ -41,10 +49,7 @@ class TensorSpec(BaseModel):
     def _without_empty_layout(self, handler: Any) -> dict[str, Any]:
         # A tensor without a layout is written as before (manifests, GET /models), so readers of the
         # earlier format see no new key.
-        data = handler(self)
-        if data.get("layout") is None:
-            data.pop("layout", None)
-        return data
+        return _without_none(handler(self), "layout")
 
     @model_validator(mode="after")
     def _uint8_is_an_nhwc_image(self) -> TensorSpec:
@@ -93,10 +98,7 @@ class Manifest(BaseModel):
     @model_serializer(mode="wrap")
     def _without_unset_level_error(self, handler: Any) -> dict[str, Any]:
         # float-output manifests are written exactly as before
-        data = handler(self)
-        if data.get("parity_max_level_error") is None:
-            data.pop("parity_max_level_error", None)
-        return data
+        return _without_none(handler(self), "parity_max_level_error")
     provenance: Provenance
     extra: dict[str, object] = Field(default_factory=dict)
 

@@ -14,19 +14,26 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.codecs import ImageFormat
+from service.schemas import response_config
 
 _LIST_FIELDS = frozenset({"targets"})
 
 
-class SuperResolveOptions(BaseModel):
+class UploadOptions(BaseModel):
+    """What every image-upload endpoint takes besides the image (service.uploads reads these)."""
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(None, description="Model name; default: the first super_resolve model by name.")
+    model: str | None = Field(None, description="Model name; default: the first model of the task by name.")
     format: ImageFormat = Field("png", description="Encoding of the result.")
     quality: int = Field(90, ge=1, le=100, description="JPEG/WebP quality.")
 
 
-class TranslateOptions(SuperResolveOptions):
+class SuperResolveOptions(UploadOptions):
+    model: str | None = Field(None, description="Model name; default: the first super_resolve model by name.")
+
+
+class TranslateOptions(UploadOptions):
     model: str | None = Field(None, description="Model name; default: the first translate model by name.")
     attributes: str | None = Field(None, description="One target set: comma-separated names or a JSON list.")
     targets: list[str] | None = Field(None, description="Several target sets (repeat the field), one image each.")
@@ -54,18 +61,13 @@ def parse_options(model: type[BaseModel], fields: dict[str, list[str]]) -> Any:
 class TranslateResponse(BaseModel):
     """Several targets: one base64 image per target set, in request order."""
 
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "stargan-shapes",
-                    "media_type": "image/png",
-                    "images": ["iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAA...", "iVBORw0KGgo..."],
-                    "targets": [["colour_red"], ["colour_green", "size_large"]],
-                }
-            ]
-        },
+    model_config = response_config(
+        {
+            "model": "stargan-shapes",
+            "media_type": "image/png",
+            "images": ["iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAA...", "iVBORw0KGgo..."],
+            "targets": [["colour_red"], ["colour_green", "size_large"]],
+        }
     )
 
     model: str = Field(description="The model that translated the image.")
@@ -96,12 +98,11 @@ _COMMON_QUERY = [
     _query("quality", _COMMON_PROPERTIES["quality"], "JPEG/WebP quality (form field `quality` too)."),
 ]
 
-SUPER_RESOLVE_OPENAPI: dict[str, Any] = {
-    "parameters": [
-        _query("model", {"type": "string"}, "Model name (form field `model` too).", "srgan-x4"),
-        *_COMMON_QUERY,
-    ],
-    "requestBody": {
+def _upload_body(model_example: str, properties: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    """The request body of an upload endpoint: a multipart form (the image, the common options, the
+    model and the endpoint's own `properties`), or the raw image."""
+    model = {"type": "string", "description": "Model name.", "example": model_example}
+    return {
         "required": True,
         "description": "multipart/form-data with a file field `image`, or the image itself as the body.",
         "content": {
@@ -109,17 +110,22 @@ SUPER_RESOLVE_OPENAPI: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["image"],
-                    "properties": {
-                        **_COMMON_PROPERTIES,
-                        "model": {"type": "string", "description": "Model name.", "example": "srgan-x4"},
-                    },
+                    "properties": {**_COMMON_PROPERTIES, "model": model, **properties},
                 },
                 "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp"}},
-                "example": {"model": "srgan-x4", "format": "png"},
+                "example": example,
             },
             **_RAW_BODIES,
         },
-    },
+    }
+
+
+SUPER_RESOLVE_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        _query("model", {"type": "string"}, "Model name (form field `model` too).", "srgan-x4"),
+        *_COMMON_QUERY,
+    ],
+    "requestBody": _upload_body("srgan-x4", {}, {"model": "srgan-x4", "format": "png"}),
 }
 
 TRANSLATE_OPENAPI: dict[str, Any] = {
@@ -139,36 +145,23 @@ TRANSLATE_OPENAPI: dict[str, Any] = {
         ),
         *_COMMON_QUERY,
     ],
-    "requestBody": {
-        "required": True,
-        "description": "multipart/form-data with a file field `image`, or the image itself as the body.",
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        **_COMMON_PROPERTIES,
-                        "model": {"type": "string", "description": "Model name.", "example": "stargan-shapes"},
-                        "attributes": {
-                            "type": "string",
-                            "description": "One target set (comma-separated names or a JSON list).",
-                            "example": "colour_red,size_large",
-                        },
-                        "targets": {
-                            "type": "array",
-                            "items": {"type": "string"},
-                            "description": "Several target sets (repeat the field); JSON response.",
-                            "example": ["colour_red", "colour_green"],
-                        },
-                    },
-                },
-                "encoding": {"image": {"contentType": "image/png, image/jpeg, image/webp"}},
-                "example": {"attributes": "colour_red", "format": "png"},
+    "requestBody": _upload_body(
+        "stargan-shapes",
+        {
+            "attributes": {
+                "type": "string",
+                "description": "One target set (comma-separated names or a JSON list).",
+                "example": "colour_red,size_large",
             },
-            **_RAW_BODIES,
+            "targets": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Several target sets (repeat the field); JSON response.",
+                "example": ["colour_red", "colour_green"],
+            },
         },
-    },
+        {"attributes": "colour_red", "format": "png"},
+    ),
 }
 
 #: The 200 content of both endpoints: the binary image in the requested format.

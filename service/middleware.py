@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,8 +23,9 @@ from service.settings import Settings
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json"})
 OPEN_PREFIXES = ("/static/",)
-#: Endpoint label values; anything else is `other`, so scanners cannot blow up label cardinality.
-ENDPOINTS = frozenset({"/generate", "/super-resolve", "/translate", "/models", "/healthz", "/readyz", "/metrics"})
+#: Endpoint label values besides the inference endpoints (which the app passes in); anything else is
+#: `other`, so scanners cannot blow up label cardinality.
+ENDPOINTS = frozenset({"/models", "/healthz", "/readyz", "/metrics"})
 #: Docs paths, which `GAN_DOCS_REQUIRE_KEY` closes (with their assets under /docs-assets/).
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 DOCS_PREFIX = "/docs-assets/"
@@ -52,8 +54,13 @@ async def send_error(send: Send, status: int, code: str, message: str, headers: 
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, task_paths: Iterable[str]
+    ) -> None:
+        """`task_paths`: the inference endpoints, labelled by path like ENDPOINTS (service.routes_tasks);
+        required, so that no app labels its inference requests `other` by omission."""
         self.app = app
+        self.endpoints = ENDPOINTS | frozenset(task_paths)
         self.keys = [key.encode() for key in settings.api_keys]
         self.docs_open = not settings.docs_require_key
         self.metrics = metrics
@@ -74,7 +81,7 @@ class ServiceMiddleware:
             return
         began = time.perf_counter()
         path = scope["path"]
-        endpoint = path if path in ENDPOINTS else "other"
+        endpoint = path if path in self.endpoints else "other"
         status = 500
         timed = False
 

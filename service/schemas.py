@@ -110,22 +110,23 @@ GENERATE_EXAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
+def response_config(example: dict[str, Any]) -> ConfigDict:
+    """The config of a response body with images: `example` shown in the OpenAPI docs, and a field
+    named `model` allowed (pydantic reserves the `model_` prefix)."""
+    return ConfigDict(protected_namespaces=(), json_schema_extra={"examples": [example]})
+
+
 class GenerateResponse(BaseModel):
     """Images as base64 strings, in request order (returned unless `Accept` asks for an image)."""
 
-    model_config = ConfigDict(
-        protected_namespaces=(),
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "dcgan-celeba64",
-                    "media_type": "image/png",
-                    "seed": 1234,
-                    "images": ["iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAA..."],
-                    "latents": None,
-                }
-            ]
-        },
+    model_config = response_config(
+        {
+            "model": "dcgan-celeba64",
+            "media_type": "image/png",
+            "seed": 1234,
+            "images": ["iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAIAAAAlC+aJAAA..."],
+            "latents": None,
+        }
     )
 
     model: str = Field(description="The model that generated the images.")

@@ -6,6 +6,8 @@ itself; tests build a `Settings(...)` directly. Each variable is documented in `
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +15,17 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda"]
+
+
+def _split_list(value: object, item: Callable[[str], object]) -> object:
+    """A comma-separated string (`a,b`) as a list of `item(part)`, a JSON list string parsed; other
+    values as they are (pydantic validates them)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [item(part.strip()) for part in text.split(",") if part.strip()]
 
 
 class Settings(BaseSettings):
@@ -117,29 +130,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         """Accept `a,b` (what people write in an env file) as well as a JSON list or a Python list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [key.strip() for key in text.split(",") if key.strip()]
-        return value
+        return _split_list(value, str)
 
     @field_validator("cuda_devices", mode="before")
     @classmethod
     def _split_devices(cls, value: object) -> object:
         """Accept `0,1` (as CUDA_VISIBLE_DEVICES is written) as well as a JSON or Python list."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import json
-
-                return json.loads(text)
-            return [int(part) for part in text.split(",") if part.strip()]
-        if isinstance(value, int):
-            return [value]
-        return value
+        return [value] if isinstance(value, int) else _split_list(value, int)
 
     @model_validator(mode="after")
     def _queue_holds_a_request(self) -> Settings:

@@ -28,7 +28,7 @@ import time
 from contextlib import suppress
 
 from service.metrics import Metrics
-from service.registry import ModelEntry, ModelRegistry, load_entry
+from service.served_models import ModelEntry, ServedModels, load_entry
 from service.settings import Settings
 from service.versions import ModelVersion, VersionError, resolve
 
@@ -42,10 +42,10 @@ class SwapRefused(Exception):
 
 
 class VersionWatcher:
-    """Follows the served version of every model of one registry (one per service process)."""
+    """Follows the served version of every model of one process's ServedModels."""
 
-    def __init__(self, registry: ModelRegistry, settings: Settings, metrics: Metrics | None = None) -> None:
-        self.registry = registry
+    def __init__(self, models: ServedModels, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.models = models
         self.settings = settings
         self.metrics = metrics
         self._lock = asyncio.Lock()
@@ -71,7 +71,7 @@ class VersionWatcher:
         """Look at every model folder once; swap where the served version changed. Returns what happened per
         model that changed: `swapped`, `refused: ...` or `unreadable: ...`."""
         outcomes: dict[str, str] = {}
-        for name, entry in list(self.registry.entries.items()):
+        for name, entry in list(self.models.entries.items()):
             if entry.version is None:
                 continue
             try:
@@ -104,19 +104,19 @@ class VersionWatcher:
     async def swap(self, name: str, target: ModelVersion) -> ModelEntry:
         """Load, warm and switch to `target` for model `name`; SwapRefused leaves the old version serving."""
         async with self._lock:
-            old = self.registry.entries[name]
+            old = self.models.entries[name]
             new: ModelEntry | None = None
             started = time.monotonic()
             try:
-                new = await asyncio.to_thread(load_entry, target, self.settings, self.registry.cuda_device_id)
+                new = await asyncio.to_thread(load_entry, target, self.settings, self.models.cuda_device_id)
                 if new.name != name:
                     raise SwapRefused(f"its manifest names the model {new.name!r}, not {name!r}")
                 if new.manifest.task != old.manifest.task:
                     raise SwapRefused(f"it is a {new.manifest.task} model, {name!r} serves {old.manifest.task}")
-                self.registry.start_entry(new)
+                self.models.start_entry(new)
                 new.state = "warming"
-                await self.registry.warm_entry(new)
-            except asyncio.CancelledError:  # shutting down mid-swap: the old version is closed by registry.stop()
+                await self.models.warm_entry(new)
+            except asyncio.CancelledError:  # shutting down mid-swap: the old version is closed by ServedModels.stop()
                 if new is not None and new.batcher is not None:
                     await new.batcher.close()
                 raise
@@ -130,12 +130,12 @@ class VersionWatcher:
                     self.metrics.model_swaps.labels(name, "refused").inc()
                 raise SwapRefused(reason) from exc
             new.state = "ready"
-            self.registry.entries[name] = new  # the switch: requests from now on resolve the new version
-            self.registry.publish_info(new)
+            self.models.entries[name] = new  # the switch: requests from now on resolve the new version
+            self.models.publish_info(new)
             if self.metrics is not None:
                 self.metrics.model_ready.labels(name).set(1)
                 self.metrics.model_swaps.labels(name, "swapped").inc()
-            self.registry.retired.add(old)
+            self.models.retired.add(old)
             task = asyncio.get_running_loop().create_task(self._retire(old), name=f"retire-{name}")
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
@@ -152,7 +152,7 @@ class VersionWatcher:
             await asyncio.sleep(0.1)
         if old.batcher is not None:
             await old.batcher.close()
-        self.registry.retired.discard(old)
+        self.models.retired.discard(old)
         log.info("%s: version %s retired", old.name, old.version_label)
 
     async def stop(self) -> None:

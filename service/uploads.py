@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from fastapi import Request
@@ -24,6 +24,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from service.errors import ApiError
+from service.media_schemas import UploadOptions, parse_options
+
+#: The options model of an upload endpoint (every one names its model).
+OptionsT = TypeVar("OptionsT", bound=UploadOptions)
 
 #: Upload formats: our name -> Pillow's format name.
 PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -39,6 +43,18 @@ class Upload:
 
     data: bytes
     fields: dict[str, list[str]]
+
+
+@dataclass
+class UploadedImage(Generic[OptionsT]):
+    """An upload request once read: its validated options and the image's bytes (not decoded yet)."""
+
+    options: OptionsT
+    data: bytes
+
+    @property
+    def model(self) -> str | None:
+        return self.options.model
 
 
 @dataclass
@@ -147,6 +163,14 @@ async def read_upload(request: Request, max_bytes: int, max_fields: int = 64) ->
     if len(data) > max_bytes:  # the middleware caps the body; this also covers direct callers
         raise ApiError(413, "payload_too_large", f"image of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
     return Upload(data, fields)
+
+
+async def read_uploaded_image(
+    request: Request, options: type[OptionsT], max_bytes: int, max_fields: int = 64
+) -> UploadedImage[OptionsT]:
+    """`read_upload`, then its fields validated as `options` (422 for an unknown or invalid field)."""
+    upload = await read_upload(request, max_bytes, max_fields)
+    return UploadedImage(parse_options(options, upload.fields), upload.data)
 
 
 def probe(data: bytes, max_pixels: int) -> tuple[int, int]:

@@ -20,14 +20,15 @@ TINY_CONFIGS = {
 }
 
 
-def train_tiny(arch: str, out, steps: int = 4, **overrides):
-    """A few real optimisation steps, so that exported weights are not the initial ones."""
+def train_tiny(arch: str, out, steps: int = 4, resume: bool = False, **overrides):
+    """A few real optimisation steps, so that exported weights are not the initial ones; `resume`
+    continues the run in `out` up to `steps`."""
     from trainer.registry import get_architecture
     from trainer.training.loop import Run, TrainOptions
 
     config = get_architecture(arch).make_config({**TINY_CONFIGS[arch], **overrides})
     options = TrainOptions(data="shapes:32", steps=steps, out=str(out), seed=3, log_every=2, sample_every=0,
-                           checkpoint_every=0, progress=False)
+                           checkpoint_every=0, progress=False, resume=resume)
     run = Run(arch, config, options)
     run.train()
     return run

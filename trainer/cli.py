@@ -73,7 +73,7 @@ def _add_config(parser: argparse.ArgumentParser, config_cls: type) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gan-train", description="Train one of the project's GANs.")
     sub = parser.add_subparsers(dest="arch", required=True, metavar="ARCH")
-    for arch in ARCHITECTURES.values():
+    for arch in ARCHITECTURES:
         p = sub.add_parser(arch.name, help=arch.summary, description=arch.summary,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _add_common(p)
@@ -93,20 +93,20 @@ def parse(argv: list[str] | None = None) -> tuple[str, Any, TrainOptions]:
 def main(argv: list[str] | None = None) -> int:
     arch_name, config, options = parse(argv)
     warnings.simplefilter("default")
-    parallel = from_environment()  # under torchrun: join the process group; otherwise one process
+    ranks = from_environment()  # under torchrun: join the process group; otherwise one process
     try:
-        run = Run(arch_name, config, options, parallel)
-        if parallel.is_main:
-            ranks = f" x {parallel.world_size} processes" if parallel.active else ""
-            print(f"{arch_name}: training on {run.device}{ranks}, data {options.data} ({len(run.dataset)} images), "
+        run = Run(arch_name, config, options, ranks)
+        if ranks.is_main:
+            processes = f" x {ranks.world_size} processes" if ranks.active else ""
+            print(f"{arch_name}: training on {run.device}{processes}, data {options.data} ({len(run.dataset)} images), "
                   f"from step {run.step} to {options.steps}, writing to {options.out}", file=sys.stderr)
         last = run.train()
     except (DatasetError, CheckpointError, InceptionWeightsError, ValueError) as exc:
-        print(f"gan-train: error{f' (rank {parallel.rank})' if parallel.active else ''}: {exc}", file=sys.stderr)
+        print(f"gan-train: error{f' (rank {ranks.rank})' if ranks.active else ''}: {exc}", file=sys.stderr)
         return 2
     finally:
-        shutdown(parallel)
-    if parallel.is_main:
+        shutdown(ranks)
+    if ranks.is_main:
         print(json.dumps(last))
     return 0
 

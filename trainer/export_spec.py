@@ -60,3 +60,8 @@ def latent_generator_spec(
             "extra": extra or {},
         },
     )
+
+
+def latent_export_spec(config: Any, generator: nn.Module) -> ExportSpec:
+    """The export spec of an architecture whose config names its latents and image size (DCGAN, LSGAN)."""
+    return latent_generator_spec(generator, config.latent_dim, config.latent_distribution, config.image_size)

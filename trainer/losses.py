@@ -1,7 +1,8 @@
-"""Adversarial objectives, independent of any network.
+"""Every loss the trainer optimises, in one place: adversarial objectives, penalties, SRGAN's content
+losses and StarGAN's classification and reconstruction terms.
 
-Every loss takes the discriminator's raw outputs (logits / critic scores), so any network can be trained
-with any suitable loss: `--loss` picks one by name. Objectives that need the discriminator itself
+Adversarial losses take the discriminator's raw outputs (logits / critic scores), so any network can be
+trained with any suitable loss: `--loss` picks one by name. Objectives that need the discriminator itself
 (WGAN-GP's gradient penalty) get it passed in explicitly.
 """
 
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from trainer.models.vgg import load_vgg19_features, sha256_file
 
 
 class AdversarialLoss:
@@ -114,3 +119,93 @@ def build_loss(name: str) -> AdversarialLoss:
         return LOSSES[name]()
     except KeyError:
         raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------- SRGAN content
+# Both compare SR and HR images in [-1, 1] (the paper computes its MSE on that range). VGG54 divides the
+# features by 12.75 before the MSE, which is the paper's rescaling "by 1/12.75": it multiplies the
+# feature-space MSE by 1/12.75^2 ~= 0.006, the factor the paper gives for bringing the VGG loss to the
+# scale of the pixel MSE.
+
+CONTENT_LOSSES = ("mse", "vgg54")
+VGG_RESCALE = 1.0 / 12.75
+
+
+class MSEContent(nn.Module):
+    name = "mse"
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        return F.mse_loss(sr, hr)
+
+
+class VGG54Content(nn.Module):
+    """||phi(G(LR))/12.75 - phi(HR)/12.75||^2, averaged, with phi = VGG19 features after relu5_4."""
+
+    name = "vgg54"
+
+    def __init__(self, features: nn.Module, weights_sha256: str = "") -> None:
+        super().__init__()
+        self.features = features
+        self.weights_sha256 = weights_sha256
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        fake = self.features(sr) * VGG_RESCALE
+        real = self.features(hr).detach() * VGG_RESCALE
+        return F.mse_loss(fake.float(), real.float())
+
+
+def build_content_loss(name: str, vgg19_weights: str = "") -> nn.Module:
+    """`mse`, or `vgg54` with weights from `vgg19_weights` / $GAN_VGG19_WEIGHTS (refused with instructions
+    when neither names a file; see models.vgg)."""
+    if name == "mse":
+        return MSEContent()
+    if name == "vgg54":
+        features = load_vgg19_features(vgg19_weights)
+        return VGG54Content(features, sha256_file(Path(features.source)))
+    raise ValueError(f"unknown content loss {name!r}; choose from {', '.join(CONTENT_LOSSES)}")
+
+
+# ------------------------------------------------------------------------------------------ StarGAN terms
+class TranslationLossWeights(Protocol):
+    """The lambdas of StarGAN's objective (a StarGANConfig has them)."""
+
+    lambda_cls: float
+    lambda_gp: float
+    lambda_rec: float
+
+
+def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy summed over attributes, averaged over the batch (the reference's)."""
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
+
+
+def reconstruction_loss(real: Tensor, reconstructed: Tensor) -> Tensor:
+    """Mean absolute error |x - G(G(x,c'),c)|_1 over all pixels."""
+    return (real - reconstructed).abs().mean()
+
+
+def discriminator_loss(
+    real_src: Tensor, fake_src: Tensor, real_cls: Tensor, label_org: Tensor, gp: Tensor, weights: TranslationLossWeights
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """-D_src(x) + D_src(G(x,c')) + lambda_cls * BCE(D_cls(x), c) + lambda_gp * GP, and its terms."""
+    adversarial = Wasserstein().discriminator(real_src.float(), fake_src.float())
+    cls = classification_loss(real_cls.float(), label_org)
+    total = adversarial + weights.lambda_cls * cls + weights.lambda_gp * gp
+    return total, {"loss_d": total, "d_real": real_src.float().mean(), "d_fake": fake_src.float().mean(),
+                   "d_cls": cls, "gp": gp}
+
+
+def generator_loss(
+    fake_src: Tensor,
+    fake_cls: Tensor,
+    label_trg: Tensor,
+    real: Tensor,
+    reconstructed: Tensor,
+    weights: TranslationLossWeights,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """-D_src(G(x,c')) + lambda_cls * BCE(D_cls(G(x,c')), c') + lambda_rec * |x - G(G(x,c'),c)|_1, and its terms."""
+    adversarial = Wasserstein().generator(fake_src.float())
+    cls = classification_loss(fake_cls.float(), label_trg)
+    rec = reconstruction_loss(real.float(), reconstructed.float())
+    total = adversarial + weights.lambda_rec * rec + weights.lambda_cls * cls
+    return total, {"loss_g": total, "g_fake": adversarial, "g_cls": cls, "g_rec": rec}

@@ -316,18 +316,24 @@ function wireGenerate() {
 
 // ------------------------------------------------------------------ super-resolution
 
+/** The upload form's image and model of `task` as a multipart body (a PageError when no image is chosen). */
+function imageUpload(form, task) {
+  const file = form.elements.image.files[0];
+  if (!file) throw new PageError("Choose an image first.");
+  const model = selectedModel(form, task);
+  const upload = new FormData();
+  upload.append("image", file);
+  upload.append("model", model.name);
+  return { file, model, upload };
+}
+
 function wireSuperResolve() {
   const form = $("#sr-form");
   const urls = new Urls();
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     action(form, $("#sr-error"), async () => {
-      const file = form.elements.image.files[0];
-      if (!file) throw new PageError("Choose an image first.");
-      const model = selectedModel(form, "super_resolve");
-      const upload = new FormData();
-      upload.append("image", file);
-      upload.append("model", model.name);
+      const { file, model, upload } = imageUpload(form, "super_resolve");
       const response = await call("super-resolve", { method: "POST", body: upload });
       const scale = Number(response.headers.get("X-Scale")) || model.scale;
       const result = await response.blob();
@@ -437,13 +443,8 @@ function wireTranslate() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     action(form, $("#translate-error"), async () => {
-      const file = form.elements.image.files[0];
-      if (!file) throw new PageError("Choose an image first.");
-      const model = selectedModel(form, "translate");
+      const { file, model, upload } = imageUpload(form, "translate");
       const sets = targets.length ? targets : [selectedAttributes()];
-      const upload = new FormData();
-      upload.append("image", file);
-      upload.append("model", model.name);
       sets.forEach((set) => upload.append("targets", set.join(",")));
       const response = await call("translate", { method: "POST", body: upload });
       urls.release();

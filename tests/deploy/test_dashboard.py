@@ -25,7 +25,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.registry import ModelRegistry
+from service.served_models import ServedModels
 from service.settings import Settings
 from tests.deploy.binaries import REPO
 from tests.service.media_testkit import add_super_resolver, encode, noise
@@ -78,12 +78,12 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
     # small queue, one stream: a held batch plus one queued request fill it, the next is refused
     settings = Settings(model_dir=repo, max_batch_size=2, max_queue_size=2, max_images_per_request=2,
                         inference_streams=1, max_batch_delay_ms=0)
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     runtime = registry.entries["tiny"].runtime
     gate = Gate(runtime.run)
     runtime.run = gate  # type: ignore[method-assign]
     try:
-        with LiveServer(create_app(settings, registry=registry)) as server:
+        with LiveServer(create_app(settings, models=registry)) as server:
             server.wait_ready()
             url = server.url
             assert httpx.post(f"{url}/generate", json={"model": "tiny", "seed": 1}).status_code == 200
@@ -92,7 +92,7 @@ def scrape(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
             response = httpx.post(f"{url}/super-resolve", files={"image": ("x.png", image, "image/png")})
             assert response.status_code == 200, response.text
 
-            batcher = server.service.registry.entries["tiny"].batcher
+            batcher = server.service.models.entries["tiny"].batcher
             gate.close()
             results: list[int] = []
 

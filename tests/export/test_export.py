@@ -11,16 +11,12 @@ from export.image_output import uint8_parity
 from export.onnx_export import ExportError, export_checkpoint, verify_parity
 from service.manifest import Manifest
 from trainer.registry import get_architecture
-from trainer.training.checkpoint import load_checkpoint
+from trainer.served import load_served_generator
 
 
 def served_generator(run_dir):
-    state = load_checkpoint(run_dir)
-    arch = get_architecture(state["arch"])
-    config = arch.make_config(state["config"])
-    generator = arch.build_generator(config)
-    generator.load_state_dict(state[arch.served_generator_key])
-    return generator.eval(), config
+    served = load_served_generator(run_dir)
+    return served.network, served.config
 
 
 @pytest.mark.parametrize("arch", ["dcgan", "lsgan"])

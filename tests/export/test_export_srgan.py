@@ -10,9 +10,8 @@ from export.image_output import uint8_parity
 from export.onnx_export import export_checkpoint
 from service.manifest import Manifest
 from tests.conftest import train_tiny
-from trainer import sr_eval
-from trainer.registry import get_architecture
-from trainer.training.checkpoint import load_checkpoint
+from trainer.evaluation import sr_eval
+from trainer.served import load_served_generator
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +24,7 @@ def exported(tmp_path_factory):
 
 
 def served_generator(run_dir):
-    state = load_checkpoint(run_dir)
-    arch = get_architecture(state["arch"])
-    generator = arch.build_generator(arch.make_config(state["config"]))
-    generator.load_state_dict(state[arch.served_generator_key])
-    return generator.eval()
+    return load_served_generator(run_dir).network
 
 
 def test_manifest_describes_a_x4_super_resolve_model(exported):

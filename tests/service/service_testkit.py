@@ -173,7 +173,7 @@ class LiveServer:
 
     @property
     def service(self) -> Any:
-        """The app's ServiceState (registry, metrics, settings)."""
+        """The app's ServiceState (models, metrics, settings)."""
         return self.app.state.service
 
     def wait_ready(self, timeout: float = 20.0) -> None:

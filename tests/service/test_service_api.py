@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import codecs
 from service.app import create_app
 from service.latents import sample
-from service.registry import ModelRegistry
+from service.served_models import ServedModels
 from service.settings import Settings
 from tests.service.service_testkit import (
     IMAGE_SIZE,
@@ -39,13 +39,13 @@ def serve(start: Start, repo: Path, gate: bool = False, **overrides: Any) -> tup
     if gate:
         overrides.setdefault("inference_streams", 1)
     settings = Settings(model_dir=repo, **overrides)
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     holder = None
     if gate:
         runtime = registry.entries["tiny"].runtime
         holder = Gate(runtime.run)
         runtime.run = holder  # type: ignore[method-assign]
-    server = start(create_app(settings, registry=registry))
+    server = start(create_app(settings, models=registry))
     return server, holder
 
 
@@ -205,6 +205,32 @@ def test_semantic_errors(server: LiveServer) -> None:
     error_of(httpx.post(url, content=huge, headers={"content-type": "application/json"}), 413, "payload_too_large")
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"num_images": 2, "seed": 5}',
+        b'{"num_images": 1, "seed": 5, "return_latents": true, "format": "webp"}',
+        b'{"num_images": 0}',
+        b'{"seed": 1, "colour": "blue"}',
+        b"{not json",
+        b"null",
+        b"[]",
+        b"",
+    ],
+)
+def test_generate_fast_path_answers_exactly_as_fastapi(server: LiveServer, content: bytes) -> None:
+    """`application/json` bodies take service.json_body's fast path; with a charset parameter the same
+    body goes through FastAPI's own handling: status, headers that matter and bytes must not differ."""
+    (route,) = [r for r in server.app.routes if getattr(r, "path", None) == "/generate"]
+    assert route.get_route_handler().__name__ == "handle_fast"  # the fast path is in place to compare
+    url = server.url + "/generate"
+    fast = httpx.post(url, content=content, headers={"content-type": "application/json"})
+    slow = httpx.post(url, content=content, headers={"content-type": "application/json; charset=utf-8"})
+    assert fast.status_code == slow.status_code
+    assert fast.headers["content-type"] == slow.headers["content-type"]
+    assert fast.content == slow.content
+
+
 # ---------------------------------------------------------------------------- batching and load
 
 
@@ -217,7 +243,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_images(live_serve
     srv, gate = serve(live_server, repo, gate=True, max_batch_delay_ms=1)
     assert gate is not None
     srv.wait_ready()
-    batcher = srv.service.registry.entries["tiny"].batcher
+    batcher = srv.service.models.entries["tiny"].batcher
     runs_before = batcher.runs
     url = srv.url + "/generate"
     seeds = list(range(100, 112))
@@ -240,7 +266,7 @@ def test_full_queue_is_503_with_retry_after(live_server: Start, repo: Path) -> N
     srv, gate = serve(live_server, repo, gate=True, max_batch_size=2, max_queue_size=4, max_images_per_request=4)
     assert gate is not None
     srv.wait_ready()
-    batcher = srv.service.registry.entries["tiny"].batcher
+    batcher = srv.service.models.entries["tiny"].batcher
     url = srv.url + "/generate"
     with ThreadPoolExecutor(2) as pool:
         gate.close()
@@ -260,7 +286,7 @@ def test_deadline_is_504_and_costs_no_compute(live_server: Start, repo: Path) ->
     srv, gate = serve(live_server, repo, gate=True, request_timeout_s=0.3, max_batch_delay_ms=0)
     assert gate is not None
     srv.wait_ready()
-    batcher = srv.service.registry.entries["tiny"].batcher
+    batcher = srv.service.models.entries["tiny"].batcher
     runs, rows = batcher.runs, batcher.rows_run
     url = srv.url + "/generate"
     with ThreadPoolExecutor(2) as pool:
@@ -281,7 +307,7 @@ def test_client_disconnect_frees_the_slot(live_server: Start, repo: Path) -> Non
     srv, gate = serve(live_server, repo, gate=True, max_batch_delay_ms=0)
     assert gate is not None
     srv.wait_ready()
-    batcher = srv.service.registry.entries["tiny"].batcher
+    batcher = srv.service.models.entries["tiny"].batcher
     rows = batcher.rows_run
     url = srv.url + "/generate"
     with ThreadPoolExecutor(1) as pool:
@@ -309,12 +335,12 @@ def test_client_disconnect_frees_the_slot(live_server: Start, repo: Path) -> Non
 
 def test_not_ready_until_warmed_up(live_server: Start, repo: Path) -> None:
     settings = Settings(model_dir=repo)
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     runtime = registry.entries["tiny"].runtime
     gate = Gate(runtime.run)
     runtime.run = gate  # type: ignore[method-assign]
     gate.close()
-    srv = live_server(create_app(settings, registry=registry))
+    srv = live_server(create_app(settings, models=registry))
     assert gate.entered.wait(10)  # warm-up is running, and held
     assert httpx.get(srv.url + "/healthz").json() == {"status": "ok"}
     error = error_of(httpx.get(srv.url + "/readyz"), 503, "not_ready")

@@ -20,8 +20,8 @@ from export.image_output import append_uint8_mapping
 from service import runtime as runtime_module
 from service.app import create_app
 from service.manifest import MODEL_FILENAME, Manifest, TensorSpec
-from service.registry import ModelRegistry
 from service.runtime import CUDA, cuda_options, provider_list
+from service.served_models import ServedModels
 from service.settings import Settings
 from service.workers import auto_workers, device_for, threads_per_worker
 from tests.service.service_testkit import LATENT_DIM, LiveServer, add_generator
@@ -48,7 +48,7 @@ def both(tmp_path: Path) -> Path:
 
 
 def test_uint8_graph_and_float_graph_give_identical_images(both: Path) -> None:
-    registry = ModelRegistry.load(Settings(model_dir=both, device="cpu"))
+    registry = ServedModels.load(Settings(model_dir=both, device="cpu"))
     legacy, direct = registry.entries["legacy"].runtime, registry.entries["uint8"].runtime
     assert not legacy.manifest.uint8_output and direct.manifest.uint8_output
     feeds = {"latent": np.random.default_rng(3).standard_normal((5, LATENT_DIM)).astype(np.float32) * 2}
@@ -110,7 +110,7 @@ def test_sessions_get_the_cuda_options_of_their_settings(
     monkeypatch.setenv("GAN_CUDNN_CONV_ALGO_SEARCH", "DEFAULT")
     settings = Settings(model_dir=tmp_path, device="auto")
     assert settings.cuda_devices == [3, 5]
-    ModelRegistry.load(settings, cuda_device_id=device_for(1, settings.cuda_devices))
+    ServedModels.load(settings, cuda_device_id=device_for(1, settings.cuda_devices))
     assert seen == [[(CUDA, cuda_options(5, "DEFAULT")), "CPUExecutionProvider"]]
 
 
@@ -128,7 +128,7 @@ def test_worker_rules() -> None:
 def test_warmup_ends_runs_only_the_two_ends(tmp_path: Path) -> None:
     add_generator(tmp_path, "m")
     for mode, expected in (("all", list(range(1, 9))), ("ends", [1, 8])):
-        registry = ModelRegistry.load(Settings(model_dir=tmp_path, device="cpu", max_batch_size=8, warmup=mode))
+        registry = ServedModels.load(Settings(model_dir=tmp_path, device="cpu", max_batch_size=8, warmup=mode))
         assert registry.warmup_batch_sizes(registry.entries["m"]) == expected
 
 

@@ -14,14 +14,14 @@ import onnxruntime as ort
 import pytest
 
 from service.cli import main
-from service.registry import ModelRegistry
 from service.runtime import ModelLoadError
+from service.served_models import ServedModels
 from service.settings import Settings
 from tests.service.service_testkit import ROOT, add_generator, build_generator, generate_manifest
 
 
-def load(repo: Path, **kwargs: object) -> ModelRegistry:
-    return ModelRegistry.load(Settings(model_dir=repo, **kwargs))
+def load(repo: Path, **kwargs: object) -> ServedModels:
+    return ServedModels.load(Settings(model_dir=repo, **kwargs))
 
 
 def test_good_repository_loads_every_model(tmp_path: Path) -> None:

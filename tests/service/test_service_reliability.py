@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 import pytest
 
-from service import cli, json_body, routes_media
+from service import cli, json_body
 from service import super_resolve as sr_module
 from service.admission import AdmissionMiddleware, generate_body_limit
 from service.app import create_app
-from service.registry import ModelRegistry
 from service.runtime import run_options
+from service.served_models import ServedModels
 from service.settings import Settings
 from tests.service.media_testkit import add_super_resolver, add_translator, encode, noise
 from tests.service.service_testkit import Gate, LiveServer, add_generator, wait_for
@@ -57,7 +57,7 @@ def start(live_server: Start, repo: Path, gate: str | None = None, bounded: bool
     """A live server on `repo`; `gate` names a model whose inference a Gate holds; `bounded` runs it with
     gan-serve's uvicorn options (connection cap, head timeout and size)."""
     settings = Settings(model_dir=repo, **overrides)
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     holder = None
     if gate is not None:
         runtime = registry.entries[gate].runtime
@@ -67,10 +67,10 @@ def start(live_server: Start, repo: Path, gate: str | None = None, bounded: bool
     if bounded:
         options = {k: v for k, v in cli.uvicorn_options(settings).items() if k not in ("host", "port", "workers")}
         options.update(log_level="warning", access_log=False)
-        server = LiveServer(create_app(settings, registry=registry), **options).__enter__()
+        server = LiveServer(create_app(settings, models=registry), **options).__enter__()
         _BOUNDED.append(server)
     else:
-        server = live_server(create_app(settings, registry=registry))
+        server = live_server(create_app(settings, models=registry))
     server.wait_ready()
     return server, holder
 
@@ -129,13 +129,13 @@ def test_too_many_tiles_is_413_from_the_header(live_server: Start, media_repo: P
 
 def test_deadline_covers_decoding(live_server: Start, media_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     srv, gate = start(live_server, media_repo, gate="sr", request_timeout_s=0.5)
-    real = routes_media.decode_image
+    real = sr_module.decode_image
 
     def slow(*args: Any) -> Any:
         time.sleep(1.5)
         return real(*args)
 
-    monkeypatch.setattr(routes_media, "decode_image", slow)
+    monkeypatch.setattr(sr_module, "decode_image", slow)
     calls = gate.calls
     error_of(post_sr(srv.url, encode(noise(8, 8))), 504, "deadline_exceeded")
     assert gate.calls == calls
@@ -193,8 +193,8 @@ def test_the_generate_body_cap_follows_the_models_being_served() -> None:
         return SimpleNamespace(manifest=SimpleNamespace(task="generate", latent_dim=latent_dim))
 
     settings = Settings(max_images_per_request=4)
-    state = SimpleNamespace(settings=settings, registry=SimpleNamespace(entries=entries))
-    guard = AdmissionMiddleware(app=None, state=state)  # type: ignore[arg-type]
+    state = SimpleNamespace(settings=settings, models=SimpleNamespace(entries=entries))
+    guard = AdmissionMiddleware(app=None, state=state, task_of_path={"/generate": "generate"})  # type: ignore[arg-type]
     entries["g"] = generator(100)
     narrow = guard.body_limit("/generate")
     entries["g"] = generator(512)
@@ -243,7 +243,7 @@ def test_full_queue_refuses_before_parsing_or_sampling(
 
     srv, gate = start(live_server, media_repo, gate="tiny", max_batch_size=2, max_queue_size=4,
                       max_images_per_request=4)
-    batcher = srv.service.registry.entries["tiny"].batcher
+    batcher = srv.service.models.entries["tiny"].batcher
     with ThreadPoolExecutor(3) as pool:
         gate.close()
         running = pool.submit(httpx.post, srv.url + "/generate", json={"num_images": 2}, timeout=30)

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service import tiling
 from service.app import create_app
 from service.errors import ApiError
-from service.registry import ModelRegistry
+from service.served_models import ServedModels
 from service.settings import Settings
 from service.uploads import decode_image
 from tests.service.media_testkit import (
@@ -255,13 +255,13 @@ def test_tiles_of_concurrent_requests_share_onnxruntime_calls(live_server: Any, 
         model_dir=sr_repo, sr_tile_size=16, sr_tile_overlap=2, max_batch_size=64, sr_max_batch_size=0,
         inference_streams=1,
     )
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     runtime = registry.entries["sr"].runtime
     gate = Gate(runtime.run)
     runtime.run = gate  # type: ignore[method-assign]
-    srv = live_server(create_app(settings, registry=registry))
+    srv = live_server(create_app(settings, models=registry))
     srv.wait_ready()
-    batcher = srv.service.registry.entries["sr"].batcher
+    batcher = srv.service.models.entries["sr"].batcher
     url = srv.url + URL
     images = [noise(40, 40, seed=10 + i) for i in range(4)]  # 3 x 3 = 9 tiles of 16x16 each
     with ThreadPoolExecutor(5) as pool:

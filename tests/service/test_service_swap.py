@@ -201,7 +201,7 @@ def test_a_swap_under_steady_load_fails_no_request(tmp_path: Path) -> None:
         assert metric(server.url, "gan_model_info", model=NAME, version="2") == 1
         assert metric(server.url, "gan_model_ready", model=NAME) == 1
         # the old version is freed once no request can still use it (request_timeout_s = 2 s)
-        registry = server.service.registry
+        registry = server.service.models
         wait_until("the old version to be retired", lambda: not registry.retired, timeout=10)
 
 
@@ -297,7 +297,7 @@ def test_the_watcher_stops_when_cancelled_during_the_initial_warm_up(tmp_path: P
     """A shutdown while models are still warming must not hang on the watcher (it waits for the warm-up)."""
     import asyncio
 
-    from service.registry import ModelRegistry
+    from service.served_models import ServedModels
     from service.swap import VersionWatcher
 
     repo = tmp_path / "models"
@@ -305,7 +305,7 @@ def test_the_watcher_stops_when_cancelled_during_the_initial_warm_up(tmp_path: P
 
     async def scenario() -> bool:
         config = settings(repo)
-        watcher = VersionWatcher(ModelRegistry.load(config), config)
+        watcher = VersionWatcher(ServedModels.load(config), config)
         warm_up = asyncio.get_running_loop().create_task(asyncio.sleep(3600))
         watching = asyncio.get_running_loop().create_task(watcher.run(after=warm_up))
         await asyncio.sleep(0.05)

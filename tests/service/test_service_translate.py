@@ -114,7 +114,7 @@ def test_exclusive_group_violation_is_refused(server: LiveServer) -> None:
 
 def test_several_targets_are_batched_in_one_call(server: LiveServer, repo: Path) -> None:
     rgb = noise(S, S, seed=2)
-    batcher = server.service.registry.entries["stargan"].batcher
+    batcher = server.service.models.entries["stargan"].batcher
     runs = batcher.runs
     targets = ["colour_red", "colour_blue,size_large", ""]
     response = post(server.url + URL, encode(rgb), {"targets": targets, "format": "png"})

@@ -15,7 +15,7 @@ from PIL import Image
 from service import codecs, latents
 from service.app import create_app
 from service.manifest import Manifest, Provenance, TensorSpec
-from service.registry import ModelRegistry
+from service.served_models import ServedModels
 from service.settings import Settings
 from tests.service.service_testkit import LiveServer, add_generator
 
@@ -111,9 +111,9 @@ def test_other_tasks_load_warm_up_and_are_refused_by_generate(tmp_path: Path) ->
     add_upscaler(tmp_path)
     add_generator(tmp_path, "gen")
     settings = Settings(model_dir=tmp_path, max_batch_size=4)
-    registry = ModelRegistry.load(settings)
+    registry = ServedModels.load(settings)
     assert registry.entries["sr"].runtime.dummy_feeds(2)["image"].shape == (2, 3, 32, 32)
-    with LiveServer(create_app(settings, registry=registry)) as server:
+    with LiveServer(create_app(settings, models=registry)) as server:
         server.wait_ready()  # the super_resolve model warmed up too
         wrong = httpx.post(server.url + "/generate", json={"model": "sr"})
         assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "wrong_task"

@@ -31,12 +31,12 @@ def train(arch: str, out: Path) -> Run:
 
 
 def main(root: str, archs: list[str]) -> None:
-    parallel = from_environment()
+    ranks = from_environment()
     try:
         for arch in archs:
             train(arch, Path(root) / arch)
     finally:
-        shutdown(parallel)
+        shutdown(ranks)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 # everything a resumed run must restore; keys an architecture does not use are skipped
@@ -32,11 +33,18 @@ def flat_state(checkpoint: dict[str, Any], keys: Iterable[str] = STATE_KEYS) -> 
     return out
 
 
-def assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+def assert_same_state(a: dict[str, Any], b: dict[str, Any], keys: Iterable[str] = STATE_KEYS) -> None:
     """Two checkpoints hold identical training state, bit for bit."""
-    flat_a, flat_b = flat_state(a), flat_state(b)
+    flat_a, flat_b = flat_state(a, keys), flat_state(b, keys)
     assert flat_a, "no training state found in the checkpoint"
     assert flat_a.keys() == flat_b.keys()
-    different = [k for k, v in flat_a.items()
-                 if not (torch.equal(v, flat_b[k]) if isinstance(v, torch.Tensor) else v == flat_b[k])]
+    different = [k for k, v in flat_a.items() if not _equal(v, flat_b[k])]
     assert not different, f"resumed run differs in {different[:5]}"
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, np.ndarray):  # the global RNG states
+        return np.array_equal(a, b)
+    return a == b

@@ -124,7 +124,7 @@ def test_sampler_handles_batches_larger_than_the_data_set():
 def test_sampler_splits_the_global_batch_across_ranks():
     whole = next(iter(StepBatchSampler(100, 8, seed=5)))
     parts = [next(iter(StepBatchSampler(100, 8, seed=5, rank=r, world_size=2))) for r in range(2)]
-    assert parts[0] == whole[0::2] and parts[1] == whole[1::2]  # strided, as DataParallel.shard lays it out
+    assert parts[0] == whole[0::2] and parts[1] == whole[1::2]  # strided, as Ranks.shard lays it out
 
 
 def test_sampler_refuses_a_global_batch_that_does_not_split_evenly():

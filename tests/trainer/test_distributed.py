@@ -18,7 +18,7 @@ import torch
 
 from tests.trainer.ddp_worker import build
 from trainer.training.checkpoint import load_checkpoint
-from trainer.training.distributed import AllReduceBatchNorm, DataParallel, _convert
+from trainer.training.distributed import AllReduceBatchNorm, Ranks, _convert
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCHS = ["dcgan", "lsgan", "pggan", "stargan", "srresnet", "srgan"]
@@ -82,10 +82,10 @@ def test_two_processes_train_like_one_with_the_same_global_batch(arch, two_proce
 
 def test_shard_and_gather_are_inverse_layouts():
     whole = torch.arange(12).reshape(6, 2)
-    shards = [DataParallel(rank=r, world_size=3).shard(whole) for r in range(3)]
+    shards = [Ranks(rank=r, world_size=3).shard(whole) for r in range(3)]
     assert torch.equal(shards[1], whole[1::3])
     assert torch.equal(torch.stack(shards, dim=1).flatten(0, 1), whole)  # gather's interleaving
-    single = DataParallel()
+    single = Ranks()
     assert single.shard(whole) is whole and single.gather(whole) is whole and not single.active
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.eval_cli import checkpoint_source, main
 from trainer.evaluation import inception
+from trainer.evaluation.generator_eval import checkpoint_source, main
 from trainer.evaluation.quality_plot import read_curves
 from trainer.evaluation.shapes_features import NAME
 

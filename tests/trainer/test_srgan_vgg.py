@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainer.losses import VGG_RESCALE, build_content_loss
 from trainer.models.vgg import (
     RELU5_4,
     VGG19_ENV,
@@ -10,7 +11,6 @@ from trainer.models.vgg import (
     load_vgg19_features,
     vgg19_layers,
 )
-from trainer.training.content_loss import VGG_RESCALE, build_content_loss
 
 # torchvision's vgg19().features: conv indices and the three classifier layers, for a state dict in its layout
 TORCHVISION_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)

@@ -21,7 +21,8 @@ from trainer.data.labelled import (
     read_celeba_attributes,
 )
 from trainer.models.stargan import StarGANConfig, random_labels
-from trainer.training.translation import StarGAN, build_algorithm
+from trainer.registry import get_architecture
+from trainer.training.translation import StarGAN
 
 CELEBA_NAMES = (  # noqa: SIM905 (the header line of list_attr_celeba.txt, as it reads)
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair Blond_Hair "
@@ -85,7 +86,7 @@ def test_random_labels_respect_exclusive_groups():
 def test_training_targets_are_a_permutation_of_the_batch_labels(monkeypatch):
     config = StarGANConfig(image_size=16, g_conv_dim=4, d_conv_dim=4, g_repeat_num=1, n_critic=1,
                            attributes="red,green,blue,male", exclusive_groups="red|green|blue")
-    algo = build_algorithm(config, torch.device("cpu"), 0, False)
+    algo = get_architecture("stargan").build_algorithm(config, torch.device("cpu"), 0, False)
     assert isinstance(algo, StarGAN) and algo.groups == [["red", "green", "blue"]]
     seen = []
     real_generator = algo.generator.forward

@@ -3,15 +3,15 @@ import math
 import pytest
 import torch
 
-from trainer.losses import gradient_penalty
-from trainer.models import stargan
-from trainer.training.translation import (
+from trainer.losses import (
     classification_loss,
     discriminator_loss,
     generator_loss,
-    lr_factor,
+    gradient_penalty,
     reconstruction_loss,
 )
+from trainer.models import stargan
+from trainer.training.translation import lr_factor
 
 PAPER_ATTRIBUTES = "Black_Hair,Blond_Hair,Brown_Hair,Male,Young"
 

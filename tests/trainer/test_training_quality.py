@@ -14,7 +14,7 @@ from trainer.evaluation import shapes_features
 from trainer.evaluation.generator_quality import GeneratorEvaluator, latent_generate
 from trainer.evaluation.inception import InceptionWeightsError
 from trainer.registry import get_architecture
-from trainer.training.checkpoint import load_checkpoint
+from trainer.served import load_served_generator
 from trainer.training.loop import Run, TrainOptions
 
 FID = f"fid_{shapes_features.NAME}"
@@ -56,13 +56,9 @@ def test_fid_and_kid_are_logged_with_the_losses_and_leave_training_alone(arch, t
     assert losses(scored) == losses(plain)
 
     # the logged score is what an evaluator built like gan-eval's gives for the step-2 checkpoint
-    state = load_checkpoint(tmp_path / "scored" / "checkpoints" / "step_00000002.pt")
-    archdef = get_architecture(arch)
-    config = archdef.make_config(state["config"])
-    generator = archdef.build_generator(config)
-    generator.load_state_dict(state[archdef.served_generator_key])
-    generator.eval()
-    dataset = archdef.dataset("shapes:64", config, 3)
+    served = load_served_generator(tmp_path / "scored" / "checkpoints" / "step_00000002.pt")
+    generator, config = served.network, served.config
+    dataset = served.architecture.dataset("shapes:64", config, 3)
     latent = "normal" if arch == "pggan" else config.latent_distribution
     with torch.no_grad():
         again = GeneratorEvaluator(dataset, num_samples=48)(latent_generate(generator, config.latent_dim, latent))

@@ -8,7 +8,7 @@ from torch.utils.data import Dataset
 
 from trainer.data.image_folder import DatasetError, ImageFolderDataset
 from trainer.data.sampler import StepBatchSampler
-from trainer.data.shapes import ShapesDataset
+from trainer.data.shapes import ShapesDataset, shapes_length
 
 __all__ = ["DatasetError", "ImageFolderDataset", "ShapesDataset", "StepBatchSampler", "build_dataset"]
 
@@ -16,10 +16,7 @@ __all__ = ["DatasetError", "ImageFolderDataset", "ShapesDataset", "StepBatchSamp
 def build_dataset(spec: str, image_size: int, seed: int = 0) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "shapes":
-        try:
-            length = int(arg) if arg else 10_000
-        except ValueError:
-            raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None
+        length = shapes_length(arg)
         return ShapesDataset(image_size=image_size, length=length, seed=seed)
     if kind == "folder":
         if not arg:

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from trainer.data.attributes import LabelError, format_groups, parse_groups, restrict_groups, select_attributes
 from trainer.data.image_folder import DatasetError, load_rgb, resize_center_crop, to_tensor
-from trainer.data.shapes import ShapesDataset
+from trainer.data.shapes import ShapesDataset, shapes_length
 
 CELEBA_ATTR_FILE = "list_attr_celeba.txt"
 CELEBA_DEFAULT_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")  # the paper's five
@@ -265,10 +265,7 @@ def build_labelled_dataset(spec: str, config: Any, seed: int = 0) -> LabelledDat
     """`--data` for StarGAN (see the module docstring); resolves `config.attributes` in place."""
     kind, _, arg = spec.partition(":")
     if kind == "shapes":
-        try:
-            length = int(arg) if arg else 10_000
-        except ValueError:
-            raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None
+        length = shapes_length(arg)
         groups = ShapesDataset.attribute_groups
         named = {g: [f"{g}_{v}" for v in values] for g, values in groups.items()}
         available = [a for members in named.values() for a in members]

@@ -15,6 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from trainer.data.image_folder import DatasetError
+
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -121,3 +123,11 @@ class ShapesDataset(Dataset):
 
     def describe(self) -> dict[str, object]:
         return {"kind": "shapes", "image_size": self.image_size, "length": self.length, "seed": self.seed}
+
+
+def shapes_length(arg: str, default: int = 10_000) -> int:
+    """N of a `shapes:N` data spec (`arg` is what follows the colon; empty: `default`)."""
+    try:
+        return int(arg) if arg else default
+    except ValueError:
+        raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None

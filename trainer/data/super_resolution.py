@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from trainer.data import colour_augment
 from trainer.data.image_folder import DatasetError, find_images, load_rgb
-from trainer.data.shapes import ShapesDataset
+from trainer.data.shapes import ShapesDataset, shapes_length
 
 # (package, folder inside it, file); natural photographs only: no charts, logos, text or synthetic images
 PHOTOS_TRAIN: tuple[tuple[str, str, str], ...] = (
@@ -329,10 +329,7 @@ def build_sr_dataset(spec: str, config: Any, seed: int = 0) -> SRCropDataset:
             raise DatasetError("folder:PATH needs a path, e.g. --data folder:~/DIV2K_train_HR")
         return folder_dataset(Path(arg).expanduser(), crop_size, scale, seed, recolour)
     if kind == "shapes":
-        try:
-            length = int(arg) if arg else SHAPES_DEFAULT_LENGTH
-        except ValueError:
-            raise DatasetError(f"shapes:N needs an integer N, got {arg!r}") from None
+        length = shapes_length(arg, SHAPES_DEFAULT_LENGTH)
         if length < 1:
             raise DatasetError(f"shapes:N needs N >= 1, got {length}")
         return shapes_dataset(length, crop_size, scale, seed, recolour)

@@ -86,7 +86,7 @@ def targets(results: dict[str, Any]) -> list[tuple[Target, float]]:
 def measure_generator(model_dir: Path, num_samples: int = NUM_SAMPLES, image_size: int = IMAGE_SIZE) -> dict[str, Any]:
     """FID/KID and the shape verdicts of an exported generate model against the shapes data (seed 0) at the
     release size (a PGGAN that stopped growing early is scored upscaled, as its checkpoint would be)."""
-    from trainer.eval_cli import onnx_source
+    from trainer.evaluation.generator_eval import onnx_source
 
     source = onnx_source(model_dir, torch.device("cpu"))
     dataset = build_dataset("shapes", image_size, 0)
@@ -155,7 +155,7 @@ def measure_sr(model_dir: Path) -> dict[str, Any]:
     held-out photographs."""
     from service.manifest import Manifest
     from trainer.data.image_folder import load_rgb
-    from trainer.sr_eval import onnx_upscaler
+    from trainer.evaluation.sr_eval import onnx_upscaler
 
     upscale, scale = onnx_upscaler(model_dir)
     photos = [np.asarray(load_rgb(p)) for p in photo_paths(PHOTOS_EVAL)]

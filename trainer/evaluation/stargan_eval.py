@@ -27,8 +27,8 @@ from trainer.evaluation.translation import (
     shape_judge,
     translation_metrics,
 )
-from trainer.registry import get_architecture
-from trainer.training.checkpoint import CheckpointError, load_checkpoint
+from trainer.served import load_served_generator
+from trainer.training.checkpoint import CheckpointError
 from trainer.training.images import save_grid
 from trainer.training.translation import translation_grid
 
@@ -54,8 +54,8 @@ def cached_classifier(run: Path, dataset: object, steps: int, use_cache: bool) -
     return model
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan-eval-stargan", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "gan-eval-stargan") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder, checkpoints folder or checkpoint file")
     parser.add_argument("--data", default=None, help="data spec (default: the one the run trained on)")
@@ -69,20 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "gan-eval-stargan") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
-        state = load_checkpoint(args.run)
-        if state["arch"] != "stargan":
-            raise CheckpointError(f"{args.run} holds a {state['arch']} checkpoint, not a stargan one")
-        arch = get_architecture("stargan")
-        config = arch.make_config(state["config"])
+        served = load_served_generator(args.run, task="translate")
+        state, config, generator = served.checkpoint, served.config, served.network
         if args.classifier_steps is not None:
             config.classifier_steps = args.classifier_steps
-        dataset = arch.dataset(args.data or state["train"]["data"], config, state["train"]["seed"])
-        generator = arch.build_generator(config)
-        generator.load_state_dict(state[arch.served_generator_key])
-        generator.eval()
+        dataset = served.architecture.dataset(args.data or state["train"]["data"], config, state["train"]["seed"])
         run_dir = Path(args.run)
         run_dir = run_dir if run_dir.is_dir() and (run_dir / "checkpoints").is_dir() else Path(state["train"]["out"])
         classifier = cached_classifier(run_dir, dataset, config.classifier_steps, args.cache)
@@ -90,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         images, labels = load_images(held_out, len(held_out))
         judge = shape_judge(held_out)
     except (DatasetError, CheckpointError, ValueError) as exc:
-        print(f"gan-eval-stargan: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     report = translation_metrics(generator, classifier, images, labels, dataset.attributes, dataset.exclusive_groups,
                                  torch.device("cpu"), judge)

@@ -9,27 +9,28 @@ factor of two above 4x4), so 64x64 gives the reference network exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from trainer.models.common import option as _opt
+from trainer.architecture import Architecture
+from trainer.export_spec import latent_export_spec
+from trainer.training.unconditional import UnconditionalConfig, build_unconditional
 
-
-@dataclass
-class DCGANConfig:
-    image_size: int = _opt(64, "image side, a power of two >= 16 (reference: 64)")
-    latent_dim: int = _opt(100, "size of z (reference: 100)")
-    ngf: int = _opt(64, "generator width: channels of the last hidden layer (reference: 64)")
-    ndf: int = _opt(64, "discriminator width: channels of the first layer (reference: 64)")
-    latent_distribution: str = _opt("normal", "z ~ N(0,1) ('normal', reference code) or U(-1,1) ('uniform', paper)")
-    loss: str = _opt("bce", "adversarial loss: bce | lsgan | lsgan-01 | wgan (reference: bce)")
-    lr: float = _opt(2e-4, "Adam learning rate for G and D (reference: 2e-4)")
-    beta1: float = _opt(0.5, "Adam beta1 (reference: 0.5)")
-    beta2: float = _opt(0.999, "Adam beta2 (reference: 0.999)")
-    batch_size: int = _opt(64, "minibatch size (reference: 64; paper: 128)")
-    ema_beta: float = _opt(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
-                            "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)")
+DCGANConfig = UnconditionalConfig.with_defaults(
+    "DCGANConfig", __name__,
+    image_size=(64, "image side, a power of two >= 16 (reference: 64)"),
+    latent_dim=(100, "size of z (reference: 100)"),
+    ngf=(64, "generator width: channels of the last hidden layer (reference: 64)"),
+    ndf=(64, "discriminator width: channels of the first layer (reference: 64)"),
+    latent_distribution=("normal", "z ~ N(0,1) ('normal', reference code) or U(-1,1) ('uniform', paper)"),
+    loss=("bce", "adversarial loss: bce | lsgan | lsgan-01 | wgan (reference: bce)"),
+    lr=(2e-4, "Adam learning rate for G and D (reference: 2e-4)"),
+    beta1=(0.5, "Adam beta1 (reference: 0.5)"),
+    beta2=(0.999, "Adam beta2 (reference: 0.999)"),
+    batch_size=(64, "minibatch size (reference: 64; paper: 128)"),
+    ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
+              "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)"),
+)
 
 
 def num_doublings(image_size: int) -> int:
@@ -97,13 +98,25 @@ class Discriminator(nn.Module):
         return self.main(x).flatten()
 
 
-def build_generator(config: DCGANConfig) -> Generator:
+def build_generator(config: UnconditionalConfig) -> Generator:
     generator = Generator(config.latent_dim, config.ngf, config.image_size)
     generator.apply(init_weights)
     return generator
 
 
-def build_discriminator(config: DCGANConfig) -> Discriminator:
+def build_discriminator(config: UnconditionalConfig) -> Discriminator:
     discriminator = Discriminator(config.ndf, config.image_size)
     discriminator.apply(init_weights)
     return discriminator
+
+
+ARCHITECTURE = Architecture(
+    name="dcgan",
+    task="generate",
+    summary="DCGAN (Radford et al. 2016): all-convolutional G and D with BatchNorm",
+    config_cls=DCGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm=build_unconditional,
+    export_spec=latent_export_spec,
+)

@@ -10,28 +10,28 @@ The depth follows the image size: the side is base * 2^k with base in 4..7, whic
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor, nn
 
-from trainer.models.common import option
+from trainer.architecture import Architecture
+from trainer.export_spec import latent_export_spec
 from trainer.models.dcgan import init_weights as _dcgan_init
+from trainer.training.unconditional import UnconditionalConfig, build_unconditional
 
-
-@dataclass
-class LSGANConfig:
-    image_size: int = option(64, "image side = base * 2^k with base 4..7 (paper: 112 = 7 * 2^4)")
-    latent_dim: int = option(1024, "size of z (paper: 1024)")
-    ngf: int = option(256, "generator width: channels of the projection and first deconvs (paper: 256)")
-    ndf: int = option(64, "discriminator width: channels of the first conv, doubling to 8x (paper: 64)")
-    latent_distribution: str = option("uniform", "z ~ U(-1,1) ('uniform', paper) or N(0,1) ('normal')")
-    loss: str = option("lsgan", "lsgan = coding (a,b,c)=(-1,1,0); lsgan-01 = (0,1,1); also bce | wgan")
-    lr: float = option(1e-3, "Adam learning rate (paper: 1e-3)")
-    beta1: float = option(0.5, "Adam beta1 (paper: 0.5)")
-    beta2: float = option(0.999, "Adam beta2 (paper: Adam default 0.999)")
-    batch_size: int = option(64, "minibatch size (paper: 64)")
-    ema_beta: float = option(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
-                            "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)")
+LSGANConfig = UnconditionalConfig.with_defaults(
+    "LSGANConfig", __name__,
+    image_size=(64, "image side = base * 2^k with base 4..7 (paper: 112 = 7 * 2^4)"),
+    latent_dim=(1024, "size of z (paper: 1024)"),
+    ngf=(256, "generator width: channels of the projection and first deconvs (paper: 256)"),
+    ndf=(64, "discriminator width: channels of the first conv, doubling to 8x (paper: 64)"),
+    latent_distribution=("uniform", "z ~ U(-1,1) ('uniform', paper) or N(0,1) ('normal')"),
+    loss=("lsgan", "lsgan = coding (a,b,c)=(-1,1,0); lsgan-01 = (0,1,1); also bce | wgan"),
+    lr=(1e-3, "Adam learning rate (paper: 1e-3)"),
+    beta1=(0.5, "Adam beta1 (paper: 0.5)"),
+    beta2=(0.999, "Adam beta2 (paper: Adam default 0.999)"),
+    batch_size=(64, "minibatch size (paper: 64)"),
+    ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
+              "step (0: off, serve G itself, as the paper does; PGGAN's paper: 0.999)"),
+)
 
 
 def base_and_doublings(image_size: int) -> tuple[int, int]:
@@ -116,13 +116,25 @@ class Discriminator(nn.Module):
         return self.score(self.features(x).flatten(1)).flatten()
 
 
-def build_generator(config: LSGANConfig) -> Generator:
+def build_generator(config: UnconditionalConfig) -> Generator:
     generator = Generator(config.latent_dim, config.image_size, ngf=config.ngf)
     generator.apply(init_weights)
     return generator
 
 
-def build_discriminator(config: LSGANConfig) -> Discriminator:
+def build_discriminator(config: UnconditionalConfig) -> Discriminator:
     discriminator = Discriminator(config.image_size, ndf=config.ndf)
     discriminator.apply(init_weights)
     return discriminator
+
+
+ARCHITECTURE = Architecture(
+    name="lsgan",
+    task="generate",
+    summary="LSGAN (Mao et al. 2017): least-squares loss, the paper's LSUN architecture",
+    config_cls=LSGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm=build_unconditional,
+    export_spec=latent_export_spec,
+)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
+from trainer.export_spec import ExportSpec, latent_generator_spec
 from trainer.models.common import option
 
 LRELU_SLOPE = 0.2
@@ -369,3 +371,28 @@ def build_generator(config: PGGANConfig) -> Generator:
 
 def build_discriminator(config: PGGANConfig) -> Discriminator:
     return Discriminator(config.image_size, config.fmap_base, config.fmap_max, config.mbstd_group)
+
+
+def export_spec(config: PGGANConfig, generator: nn.Module) -> ExportSpec:
+    """The generator at the resolution and alpha its checkpoint reached (recorded in its buffers): only
+    the layers that stage uses, latent pixel norm inside, so the service feeds plain N(0,1) latents."""
+    if not isinstance(generator, Generator):
+        raise TypeError(f"pggan export needs a pggan.Generator, got {type(generator).__name__}")
+    grown = generator.grown()
+    extra = {"resolution": grown.resolution, "alpha": grown.alpha, "images_seen": int(generator.grown_images)}
+    return latent_generator_spec(grown, config.latent_dim, "normal", grown.resolution, extra)
+
+
+
+ARCHITECTURE = Architecture(
+    name="pggan",
+    task="generate",
+    summary="PGGAN (Karras et al. 2018): progressive growing from 4x4, WGAN-GP + drift, EMA generator",
+    config_cls=PGGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm="trainer.training.progressive:build_progressive",
+    export_spec=export_spec,
+    served_generator_key="generator_ema",
+    progress_buffers=("grown_resolution", "grown_alpha", "grown_images"),
+)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
+from trainer.data.super_resolution import build_sr_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option
 
@@ -113,8 +115,8 @@ class SRResNet(nn.Module):
         self.upsample = nn.Sequential(*upsample)
         self.tail = nn.Conv2d(channels, 3, 9, 1, 4)
 
-    def forward(self, lr: Tensor) -> Tensor:
-        features = self.head(lr)
+    def forward(self, low_res: Tensor) -> Tensor:
+        features = self.head(low_res)
         return self.tail(self.upsample(features + self.body(features)))
 
 
@@ -187,3 +189,29 @@ def export_spec(config: SRResNetConfig, generator: nn.Module) -> ExportSpec:
         },
         example_sizes=EXPORT_PARITY_SIZES,
     )
+
+
+SRRESNET = Architecture(
+    name="srresnet",
+    task="super_resolve",
+    summary="SRResNet (Ledig et al. 2017), SRGAN stage 1: x4 super-resolution trained with pixel MSE; "
+    "--data photos | folder:HR_IMAGES | shapes[:N]",
+    config_cls=SRResNetConfig,
+    build_generator=build_generator,
+    algorithm="trainer.training.super_resolution:build_srresnet",
+    export_spec=export_spec,
+    build_dataset=build_sr_dataset,
+)
+
+SRGAN = Architecture(
+    name="srgan",
+    task="super_resolve",
+    summary="SRGAN (Ledig et al. 2017), stage 2: from an srresnet run (--init-from), content (vgg54 | mse) "
+    "+ 1e-3 x adversarial loss; --data photos | folder:HR_IMAGES | shapes[:N]",
+    config_cls=SRGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm="trainer.training.super_resolution:build_srgan",
+    export_spec=export_spec,
+    build_dataset=build_sr_dataset,
+)

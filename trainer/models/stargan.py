@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
 from trainer.data.attributes import parse_groups
+from trainer.data.labelled import build_labelled_dataset
 from trainer.export_spec import ExportSpec, TensorDecl
 from trainer.models.common import option as _opt
 
@@ -238,3 +240,18 @@ def export_spec(config: StarGANConfig, generator: nn.Module) -> ExportSpec:
             "exclusive_groups": groups,
         },
     )
+
+
+
+ARCHITECTURE = Architecture(
+    name="stargan",
+    task="translate",
+    summary="StarGAN (Choi et al. 2018): multi-domain image-to-image translation over binary attributes; "
+    "--data shapes[:N] | celeba:ROOT | csv:IMAGES_DIR,ATTRS.csv",
+    config_cls=StarGANConfig,
+    build_generator=build_generator,
+    build_discriminator=build_discriminator,
+    algorithm="trainer.training.translation:build_stargan",
+    export_spec=export_spec,
+    build_dataset=build_labelled_dataset,
+)

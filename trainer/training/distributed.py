@@ -31,9 +31,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @dataclass(frozen=True)
-class DataParallel:
-    """Where this process stands in the run; `DataParallel()` is the single-process case, for which
-    every method below is the identity or a no-op."""
+class Ranks:
+    """This process's place among the run's torchrun ranks, and the collectives that make N ranks train
+    as one. Named for what it is: neither torch's DataParallel nor DDP wraps anything here. `Ranks()` is
+    the single-process case, for which every method below is the identity or a no-op."""
 
     rank: int = 0
     world_size: int = 1
@@ -142,23 +143,23 @@ class DataParallel:
         return _convert(module)
 
 
-def from_environment() -> DataParallel:
+def from_environment() -> Ranks:
     """The process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), joined once; a plain
     `gan-train` (no WORLD_SIZE, or 1) is the single-process case."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DataParallel()
+        return Ranks()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
-    return DataParallel(rank=rank, world_size=world_size, local_rank=local_rank)
+    return Ranks(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def shutdown(parallel: DataParallel) -> None:
-    if parallel.active and dist.is_initialized():
+def shutdown(ranks: Ranks) -> None:
+    if ranks.active and dist.is_initialized():
         dist.destroy_process_group()
 
 

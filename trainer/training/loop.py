@@ -1,6 +1,6 @@
 """The one training loop: data, steps, logging, sample grids, checkpoints and exact resume.
 
-Architectures plug in an algorithm object (train_step / sample / progress / state_dict); the loop owns
+Architectures plug in an algorithm (a trainer.training.algorithm.GANAlgorithm); the loop owns
 everything that is the same for all of them, so that a resumed run of any GAN continues bit for bit.
 Under `torchrun` every rank runs this loop on its share of each global batch; rank 0 alone writes the
 log, the sample grids, the evaluations and the (single-file) checkpoints.
@@ -29,7 +29,7 @@ from trainer.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from trainer.training.distributed import DataParallel, from_environment
+from trainer.training.distributed import Ranks, from_environment
 from trainer.training.images import save_grid
 
 
@@ -53,14 +53,14 @@ class TrainOptions:
     progress: bool = True
 
 
-def select_device(name: str, parallel: DataParallel | None = None) -> torch.device:
+def select_device(name: str, ranks: Ranks | None = None) -> torch.device:
     """The device to train on; under torchrun, each rank's own GPU (cuda:LOCAL_RANK)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but PyTorch sees no CUDA device")
-    if name == "cuda" and parallel is not None and parallel.active:
-        return torch.device("cuda", parallel.local_rank)
+    if name == "cuda" and ranks is not None and ranks.active:
+        return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
 
 
@@ -83,12 +83,12 @@ class Run:
     """A training run in `options.out`: metrics.jsonl, samples/, checkpoints/."""
 
     def __init__(
-        self, arch_name: str, config: Any, options: TrainOptions, parallel: DataParallel | None = None
+        self, arch_name: str, config: Any, options: TrainOptions, ranks: Ranks | None = None
     ) -> None:
         self.options = options
         self.out = Path(options.out)
-        self.parallel = parallel if parallel is not None else from_environment()
-        self.device = select_device(options.device, self.parallel)
+        self.ranks = ranks if ranks is not None else from_environment()
+        self.device = select_device(options.device, self.ranks)
         amp = options.amp == "on" or (options.amp == "auto" and self.device.type == "cuda")
         checkpoint = None
         if options.resume:
@@ -102,7 +102,7 @@ class Run:
         self.config = config
         seed_everything(options.seed)
         self.dataset = self.arch.dataset(options.data, config, options.seed)
-        self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp, self.parallel)
+        self.algorithm = self.arch.build_algorithm(config, self.device, options.seed, amp, self.ranks)
         self.step, self.images_seen = 0, 0
         self.quality = self._quality_evaluator()
         if checkpoint is not None:
@@ -112,8 +112,7 @@ class Run:
 
     def batch_size_for(self, images_seen: int) -> int:
         """The algorithm's schedule where it has one (PGGAN), else the configured minibatch."""
-        schedule = getattr(self.algorithm, "batch_size_for", None)
-        return schedule(images_seen) if schedule else self.config.batch_size
+        return self.algorithm.batch_size_for(images_seen)
 
     def _loader(self) -> DataLoader:
         workers = self.options.num_workers
@@ -121,7 +120,7 @@ class Run:
             processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
             workers = 0 if hasattr(self.dataset, "images") else min(4, max(1, (os.cpu_count() or 1) // processes_here))
         sampler = StepBatchSampler(len(self.dataset), self.batch_size_for, self.options.seed, self.images_seen,
-                                   rank=self.parallel.rank, world_size=self.parallel.world_size)
+                                   rank=self.ranks.rank, world_size=self.ranks.world_size)
         return DataLoader(
             self.dataset,
             batch_sampler=sampler,
@@ -154,7 +153,7 @@ class Run:
         """FID/KID for a generator's runs with --eval-every, built up front: a missing Inception weights
         file then stops the run before its first step, not at its first evaluation hours later."""
         opts = self.options
-        if not (opts.eval_every and self.parallel.is_main and hasattr(self.algorithm, "served_generator")):
+        if not (opts.eval_every and self.ranks.is_main and self.algorithm.served_generator() is not None):
             return None
         from trainer.evaluation.generator_quality import GeneratorEvaluator  # loads only when used
 
@@ -165,7 +164,9 @@ class Run:
         so the logged figure is what `gan-eval` reports for this step's checkpoint."""
         from trainer.evaluation.generator_quality import latent_generate
 
-        network, latent_dim, distribution = self.algorithm.served_generator()
+        served = self.algorithm.served_generator()
+        assert served is not None  # the evaluator exists only for algorithms that serve a latent generator
+        network, latent_dim, distribution = served
         was_training = network.training
         network.eval()
         try:
@@ -177,15 +178,11 @@ class Run:
     def evaluate(self, log: Any) -> dict[str, Any] | None:
         """Quality figures logged to metrics.jsonl as {"step": N, "eval": {...}}: FID/KID for generators,
         the algorithm's own where it has them (PSNR/SSIM, attribute accuracy, ...)."""
-        if not self.parallel.is_main:
+        if not self.ranks.is_main:
             return None
-        if self.quality is not None:
-            results = self._generator_quality()
-        else:
-            evaluate = getattr(self.algorithm, "evaluate", None)
-            if evaluate is None:
-                return None
-            results = evaluate(self.dataset)
+        results = self._generator_quality() if self.quality is not None else self.algorithm.evaluate(self.dataset)
+        if results is None:
+            return None
         record = {"step": self.step, "images_seen": self.images_seen, "eval": results}
         log.write(json.dumps(record) + "\n")
         log.flush()
@@ -194,7 +191,7 @@ class Run:
     def train(self) -> dict[str, Any]:
         """Run until `options.steps`; returns the last logged record."""
         opts = self.options
-        main = self.parallel.is_main
+        main = self.ranks.is_main
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
         last: dict[str, Any] = {"step": self.step}
@@ -209,11 +206,11 @@ class Run:
                 batch = next(batches)
                 losses = self.algorithm.train_step(batch)
                 self.step += 1
-                images = self.parallel.global_size(batch_length(batch))
+                images = self.ranks.global_size(batch_length(batch))
                 self.images_seen += images
                 window_images += images
                 if self.step % opts.log_every == 0 or self.step == opts.steps:
-                    losses = self.parallel.average(losses)
+                    losses = self.ranks.average(losses)
                     elapsed = time.perf_counter() - window_start
                     last = {
                         "step": self.step,
@@ -239,5 +236,5 @@ class Run:
             self.checkpoint()
         if main and not (opts.sample_every and self.step % opts.sample_every == 0):
             self.sample()
-        self.parallel.barrier()  # every rank returns once the run's last checkpoint is on disk
+        self.ranks.barrier()  # every rank returns once the run's last checkpoint is on disk
         return last

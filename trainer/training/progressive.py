@@ -20,17 +20,26 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from trainer.losses import Wasserstein, drift_penalty, gradient_penalty
-from trainer.models.pggan import PAPER_BATCH_SIZES, Discriminator, Generator, check_target, downsample, upsample
-from trainer.training.distributed import DataParallel
-from trainer.training.precision import training_autocast
+from trainer.models.pggan import (
+    PAPER_BATCH_SIZES,
+    Discriminator,
+    Generator,
+    PGGANConfig,
+    check_target,
+    downsample,
+    upsample,
+)
+from trainer.training.algorithm import GANAlgorithm, LatentGenerator, TrainingContext
+
+if TYPE_CHECKING:
+    from trainer.architecture import Architecture
 
 GRID_SIZE = 64
 SAMPLE_CHUNK = 16
@@ -92,45 +101,28 @@ def reals_at(real: Tensor, stage: Stage) -> Tensor:
     return x
 
 
-class ProgressiveGAN:
+class ProgressiveGAN(GANAlgorithm):
     def __init__(
-        self,
-        generator: Generator,
-        discriminator: Discriminator,
-        schedule: GrowthSchedule,
-        *,
-        lr: float,
-        betas: tuple[float, float],
-        gp_lambda: float,
-        drift: float,
-        ema_beta: float,
-        device: torch.device,
-        seed: int,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
+        self, generator: Generator, discriminator: Discriminator, config: PGGANConfig, context: TrainingContext
     ) -> None:
-        self.device = device
-        self.parallel = parallel = parallel or DataParallel()
-        self.generator = generator.to(device)
-        self.discriminator = discriminator.to(device)
-        parallel.broadcast_state(self.generator, self.discriminator)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
-        self.schedule = schedule
+        # self.autocast covers the forward passes only: the gradient penalty's double backward stays fp32
+        super().__init__(context, batch_size=config.batch_size)
+        self.generator = self.add_network("generator", generator)
+        self.discriminator = self.add_network("discriminator", discriminator)
+        self.generator_ema = self.add_copy("generator_ema", self.generator)
+        self.schedule = GrowthSchedule(config.image_size, config.fade_images, config.stable_images, config.batch_size)
         self.loss = Wasserstein()
-        self.lr, self.betas = lr, betas
-        self.gp_lambda, self.drift, self.ema_beta = gp_lambda, drift, ema_beta
+        self.lr, self.betas = config.lr, (config.beta1, config.beta2)
+        self.gp_lambda, self.drift, self.ema_beta = config.gp_lambda, config.drift, config.ema_beta
         self.images_seen = 0
         self._new_optimizers()
-        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
-        fixed_rng = torch.Generator().manual_seed(seed + 2)
-        self.fixed_latents = torch.randn(GRID_SIZE, generator.latent_dim, generator=fixed_rng).to(device)
-        # bfloat16 autocast for the forward passes only; the gradient penalty's double backward stays fp32
-        self.autocast = training_autocast(device, amp)
+        fixed_rng = torch.Generator().manual_seed(context.seed + 2)
+        self.fixed_latents = torch.randn(GRID_SIZE, generator.latent_dim, generator=fixed_rng).to(self.device)
 
     def _new_optimizers(self) -> None:
         """Fresh Adam state for both networks: at the start and at every new resolution."""
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=self.betas, eps=ADAM_EPS)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas, eps=ADAM_EPS)
+        self.opt_g = self.adam("optimizer_g", self.generator, self.lr, self.betas, eps=ADAM_EPS)
+        self.opt_d = self.adam("optimizer_d", self.discriminator, self.lr, self.betas, eps=ADAM_EPS)
 
     def batch_size_for(self, images_seen: int) -> int:
         return self.schedule.batch_size_for(images_seen)
@@ -145,25 +137,25 @@ class ProgressiveGAN:
         resolution, alpha = stage.resolution, stage.alpha
         real = reals_at(real.to(self.device, non_blocking=True), stage)
         # drawn for the global batch and sharded, so that any number of ranks sees the same noise
-        n = self.parallel.global_size(real.shape[0])
-        z = self.parallel.shard(torch.randn(n, self.generator.latent_dim, generator=self.noise, device=self.device))
+        n = self.ranks.global_size(real.shape[0])
+        z = self.ranks.shard(torch.randn(n, self.generator.latent_dim, generator=self.noise, device=self.device))
         critic = self.discriminator
 
         with self.autocast:
             fake = self.generator(z, resolution, alpha)
             real_out = critic(real, alpha).float()
             fake_out = critic(fake.detach(), alpha).float()
-        mix = self.parallel.shard(torch.rand(n, generator=self.noise, device=self.device))
+        mix = self.ranks.shard(torch.rand(n, generator=self.noise, device=self.device))
         penalty = gradient_penalty(lambda x: critic(x, alpha), real, fake.float(), eps=mix)
         drift = drift_penalty(real_out)
         loss_d = self.loss.discriminator(real_out, fake_out) + self.gp_lambda * penalty + self.drift * drift
-        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
+        self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
 
         critic.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         try:
             with self.autocast:
                 loss_g = self.loss.generator(critic(fake, alpha).float())
-            self.parallel.optimize(loss_g, self.opt_g, self.generator)
+            self.ranks.optimize(loss_g, self.opt_g, self.generator)
         finally:
             critic.requires_grad_(True)
         self._update_ema()
@@ -196,31 +188,21 @@ class ProgressiveGAN:
         ])
         return upsample(images, self.generator_ema.image_size // stage.resolution).float().cpu()
 
-    def served_generator(self) -> tuple[torch.nn.Module, int, str]:
-        """(G_ema, latent size, distribution): what gan-export serves, at the stage reached so far."""
-        return self.generator_ema, self.generator_ema.latent_dim, "normal"
+    def served_generator(self) -> LatentGenerator:
+        """G_ema at the stage reached so far: what gan-export serves."""
+        return LatentGenerator(self.generator_ema, self.generator_ema.latent_dim, "normal")
 
     def progress(self) -> dict[str, Any]:
         stage = self.stage()
         return {"resolution": stage.resolution, "phase": stage.phase, "alpha": round(stage.alpha, 4)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "generator_ema": self.generator_ema.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "noise_rng": self.noise.get_state(),
-            # a record for humans; on resume everything is derived from images_seen again
-            "progressive": {**asdict(self.stage()), "images_seen": self.images_seen},
-        }
+    def extra_state(self) -> dict[str, Any]:
+        # a record for humans; on resume everything is derived from images_seen again
+        return {"progressive": {**asdict(self.stage()), "images_seen": self.images_seen}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.generator_ema.load_state_dict(state["generator_ema"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        self.noise.set_state(state["noise_rng"].cpu())
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.images_seen = int(state["progressive"]["images_seen"])
+
+
+def build_progressive(arch: Architecture, config: PGGANConfig, context: TrainingContext) -> ProgressiveGAN:
+    return ProgressiveGAN(arch.build_generator(config), arch.build_discriminator(config), config, context)

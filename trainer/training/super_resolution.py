@@ -23,45 +23,31 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.architecture import Architecture
 from trainer.data.super_resolution import bicubic_upscale, hr_tensor
 from trainer.evaluation.super_resolution import evaluate_upscaler, torch_upscaler
-from trainer.losses import NonSaturatingBCE
+from trainer.losses import NonSaturatingBCE, build_content_loss
 from trainer.models import srgan
+from trainer.training.algorithm import GANAlgorithm, TrainingContext
 from trainer.training.checkpoint import load_checkpoint
-from trainer.training.content_loss import build_content_loss
-from trainer.training.distributed import DataParallel
-from trainer.training.precision import training_autocast
 
 PREVIEW_CROPS = 3  # rows of (bicubic | SR | HR) in the sample grid, which save_grid lays out 3 to a row
 INIT_ARCHITECTURES = ("srresnet", "srgan")
 GENERATOR_SHAPE = ("scale", "blocks", "channels")
 
 
-class SRResNetTraining:
+class SRResNetTraining(GANAlgorithm):
     """Stage 1: G(LR) against HR with pixel MSE."""
 
-    def __init__(
-        self,
-        generator: srgan.SRResNet,
-        *,
-        lr: float,
-        betas: tuple[float, float],
-        lr_drop_step: int,
-        lr_drop_factor: float,
-        device: torch.device,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
-    ) -> None:
-        self.device = device
-        self.parallel = parallel = parallel or DataParallel()
-        self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
-        parallel.broadcast_state(self.generator)
+    def __init__(self, generator: srgan.SRResNet, config: srgan.SRResNetConfig, context: TrainingContext) -> None:
+        super().__init__(context, batch_size=config.batch_size, draws_noise=False)
+        self.generator = self.add_network("generator", generator)
         self.scale = generator.scale
-        self.base_lr, self.lr_drop_step, self.lr_drop_factor = lr, lr_drop_step, lr_drop_factor
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
+        self.base_lr, self.lr_drop_step, self.lr_drop_factor = config.lr, config.lr_drop_step, config.lr_drop_factor
+        self.betas = (config.beta1, config.beta2)
+        self.opt_g = self.adam("optimizer_g", self.generator, config.lr, self.betas)
         self.updates = 0
         self.preview: dict[str, Tensor] | None = None  # the first batch's first crops, for sample()
-        self.autocast = training_autocast(device, amp)
 
     # ------------------------------------------------------------------------------------------- schedule
     def learning_rate(self, update: int | None = None) -> float:
@@ -79,16 +65,16 @@ class SRResNetTraining:
     # ---------------------------------------------------------------------------------------------- steps
     def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         if self.preview is None:  # the global batch's first crops, whatever the number of ranks
-            self.preview = {k: self.parallel.gather(batch[k])[:PREVIEW_CROPS].clone() for k in ("lr", "hr")}
+            self.preview = {k: self.ranks.gather(batch[k])[:PREVIEW_CROPS].clone() for k in ("lr", "hr")}
         return batch["lr"].to(self.device, non_blocking=True), batch["hr"].to(self.device, non_blocking=True)
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        lr_images, hr = self._inputs(batch)
+        low_res, hr = self._inputs(batch)
         self._apply_learning_rate(self.opt_g)
         with self.autocast:
-            sr = self.generator(lr_images)
+            sr = self.generator(low_res)
         loss = F.mse_loss(sr.float(), hr)
-        self.parallel.optimize(loss, self.opt_g, self.generator)
+        self.ranks.optimize(loss, self.opt_g, self.generator)
         self.updates += 1
         return {"content": loss.detach()}
 
@@ -103,9 +89,9 @@ class SRResNetTraining:
             return torch.zeros(3, 3, 8, 8)
         upscale = torch_upscaler(self.generator, self.device)
         tiles = []
-        for lr, hr in zip(self.preview["lr"], self.preview["hr"], strict=True):
-            lr_u8 = (lr * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            tiles += [hr_tensor(bicubic_upscale(lr_u8, self.scale)), hr_tensor(upscale(lr_u8)), hr.float()]
+        for low_res, hr in zip(self.preview["lr"], self.preview["hr"], strict=True):
+            low_res_u8 = (low_res * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            tiles += [hr_tensor(bicubic_upscale(low_res_u8, self.scale)), hr_tensor(upscale(low_res_u8)), hr.float()]
         return torch.stack(tiles)
 
     def evaluate(self, dataset: Any) -> dict[str, Any]:
@@ -114,17 +100,10 @@ class SRResNetTraining:
         return evaluate_upscaler(torch_upscaler(self.generator, self.device), images, self.scale, names)
 
     # ---------------------------------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "sr_updates": self.updates,
-            "sr_preview": self.preview,
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"sr_updates": self.updates, "sr_preview": self.preview}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.updates = int(state["sr_updates"])
         self.preview = state["sr_preview"]
 
@@ -137,30 +116,20 @@ class SRGANTraining(SRResNetTraining):
         generator: srgan.SRResNet,
         discriminator: srgan.Discriminator,
         content: nn.Module,
-        *,
-        adversarial_weight: float,
-        init_from: str,
-        generator_shape: dict[str, int],
-        lr: float,
-        betas: tuple[float, float],
-        lr_drop_step: int,
-        lr_drop_factor: float,
-        device: torch.device,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
+        config: srgan.SRGANConfig,
+        context: TrainingContext,
     ) -> None:
-        super().__init__(generator, lr=lr, betas=betas, lr_drop_step=lr_drop_step, lr_drop_factor=lr_drop_factor,
-                         device=device, amp=amp, parallel=parallel)
-        self.discriminator = self.parallel.synchronise_batchnorm(discriminator, device).to(device)
-        self.parallel.broadcast_state(self.discriminator)
-        self.content = content.to(device)
+        super().__init__(generator, config, context)
+        self.discriminator = self.add_network("discriminator", discriminator)
+        self.content = content.to(self.device)
         self.adversarial = NonSaturatingBCE()
-        self.adversarial_weight = adversarial_weight
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        self.init_from, self.generator_shape = init_from, generator_shape
+        self.adversarial_weight = config.adversarial_weight
+        self.opt_d = self.adam("optimizer_d", self.discriminator, config.lr, self.betas)
+        self.init_from = config.init_from
+        self.generator_shape = {k: getattr(config, k) for k in GENERATOR_SHAPE}
         self.initialised_from: dict[str, Any] | None = None
-        self._init_pending = bool(init_from)
-        if not init_from:
+        self._init_pending = bool(self.init_from)
+        if not self.init_from:
             warnings.warn("srgan: no --init-from; G starts from random weights (the paper starts SRGAN from a "
                           "trained SRResNet: gan-train srresnet first)", stacklevel=2)
 
@@ -181,21 +150,21 @@ class SRGANTraining(SRResNetTraining):
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         self.initialise()
-        lr_images, hr = self._inputs(batch)
+        low_res, hr = self._inputs(batch)
         self._apply_learning_rate(self.opt_g, self.opt_d)
 
         with self.autocast:
-            sr = self.generator(lr_images)
+            sr = self.generator(low_res)
             real_out = self.discriminator(hr)
             fake_out = self.discriminator(sr.detach())
             loss_d = self.adversarial.discriminator(real_out.float(), fake_out.float())
-        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
+        self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
 
         with self.autocast:
             adversarial = self.adversarial.generator(self.discriminator(sr).float())
             content = self.content(sr.float(), hr)
             loss_g = content + self.adversarial_weight * adversarial
-        self.parallel.optimize(loss_g, self.opt_g, self.generator)
+        self.ranks.optimize(loss_g, self.opt_g, self.generator)
         self.updates += 1
         return {
             "loss_g": loss_g.detach(),
@@ -215,19 +184,18 @@ class SRGANTraining(SRResNetTraining):
         return super().evaluate(dataset)
 
     def state_dict(self) -> dict[str, Any]:
-        self.initialise()
+        self.initialise()  # the saved generator is the stage-1 one from the first save on
+        return super().state_dict()
+
+    def extra_state(self) -> dict[str, Any]:
         return {
-            **super().state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
+            **super().extra_state(),
             "sr_initialised_from": self.initialised_from,
             "content_loss": {"name": self.content.name, "vgg19_sha256": getattr(self.content, "weights_sha256", "")},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        super().load_extra_state(state)
         self.initialised_from = state.get("sr_initialised_from")
         self._init_pending = False  # the checkpoint's generator already descends from the stage-1 weights
         saved = state.get("content_loss", {}).get("vgg19_sha256", "")
@@ -237,39 +205,12 @@ class SRGANTraining(SRResNetTraining):
                           f"(sha256 {current[:12]} vs {saved[:12]}): the content loss changes", stacklevel=2)
 
 
-def build_srresnet(
-    config: srgan.SRResNetConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
-) -> SRResNetTraining:
-    torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
-    return SRResNetTraining(
-        srgan.build_generator(config),
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-        lr_drop_step=config.lr_drop_step,
-        lr_drop_factor=config.lr_drop_factor,
-        device=device,
-        amp=amp,
-        parallel=parallel,
-    )
+def build_srresnet(arch: Architecture, config: srgan.SRResNetConfig, context: TrainingContext) -> SRResNetTraining:
+    return SRResNetTraining(arch.build_generator(config), config, context)
 
 
-def build_srgan(
-    config: srgan.SRGANConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
-) -> SRGANTraining:
-    content = build_content_loss(config.content_loss, config.vgg19_weights)  # refuses VGG54 without weights
-    torch.manual_seed(seed)
-    return SRGANTraining(
-        srgan.build_generator(config),
-        srgan.build_discriminator(config),
-        content,
-        adversarial_weight=config.adversarial_weight,
-        init_from=config.init_from,
-        generator_shape={k: getattr(config, k) for k in GENERATOR_SHAPE},
-        lr=config.lr,
-        betas=(config.beta1, config.beta2),
-        lr_drop_step=config.lr_drop_step,
-        lr_drop_factor=config.lr_drop_factor,
-        device=device,
-        amp=amp,
-        parallel=parallel,
-    )
+def build_srgan(arch: Architecture, config: srgan.SRGANConfig, context: TrainingContext) -> SRGANTraining:
+    # refuses VGG54 without weights; built aside from the global RNG, which has just seeded the weights
+    with torch.random.fork_rng(devices=[]):
+        content = build_content_loss(config.content_loss, config.vgg19_weights)
+    return SRGANTraining(arch.build_generator(config), arch.build_discriminator(config), content, config, context)

@@ -24,48 +24,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from trainer.architecture import Architecture
 from trainer.data.attributes import domain_targets
-from trainer.losses import Wasserstein, gradient_penalty
-from trainer.models.stargan import Discriminator, Generator, StarGANConfig
-from trainer.training.distributed import DataParallel
-from trainer.training.precision import training_autocast
+from trainer.losses import discriminator_loss, generator_loss, gradient_penalty
+from trainer.models.stargan import Discriminator, Generator, StarGANConfig, attribute_list, exclusive_groups
+from trainer.training.algorithm import GANAlgorithm, TrainingContext
 
 GRID_IMAGES = 8
-
-
-def classification_loss(logits: Tensor, target: Tensor) -> Tensor:
-    """Binary cross-entropy summed over attributes, averaged over the batch (the reference's)."""
-    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
-
-
-def reconstruction_loss(real: Tensor, reconstructed: Tensor) -> Tensor:
-    """Mean absolute error |x - G(G(x,c'),c)|_1 over all pixels."""
-    return (real - reconstructed).abs().mean()
-
-
-def discriminator_loss(
-    real_src: Tensor, fake_src: Tensor, real_cls: Tensor, label_org: Tensor, gp: Tensor, config: StarGANConfig
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """-D_src(x) + D_src(G(x,c')) + lambda_cls * BCE(D_cls(x), c) + lambda_gp * GP, and its terms."""
-    adversarial = Wasserstein().discriminator(real_src.float(), fake_src.float())
-    cls = classification_loss(real_cls.float(), label_org)
-    total = adversarial + config.lambda_cls * cls + config.lambda_gp * gp
-    return total, {"loss_d": total, "d_real": real_src.float().mean(), "d_fake": fake_src.float().mean(),
-                   "d_cls": cls, "gp": gp}
-
-
-def generator_loss(
-    fake_src: Tensor, fake_cls: Tensor, label_trg: Tensor, real: Tensor, reconstructed: Tensor, config: StarGANConfig
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """-D_src(G(x,c')) + lambda_cls * BCE(D_cls(G(x,c')), c') + lambda_rec * |x - G(G(x,c'),c)|_1, and its terms."""
-    adversarial = Wasserstein().generator(fake_src.float())
-    cls = classification_loss(fake_cls.float(), label_trg)
-    rec = reconstruction_loss(real.float(), reconstructed.float())
-    total = adversarial + config.lambda_rec * rec + config.lambda_cls * cls
-    return total, {"loss_g": total, "g_fake": adversarial, "g_cls": cls, "g_rec": rec}
 
 
 def lr_factor(iteration: int, num_iters: int, num_iters_decay: int) -> float:
@@ -75,7 +42,7 @@ def lr_factor(iteration: int, num_iters: int, num_iters_decay: int) -> float:
     return min(1.0, max(0.0, (num_iters - iteration) / num_iters_decay))
 
 
-class StarGAN:
+class StarGAN(GANAlgorithm):
     def __init__(
         self,
         generator: Generator,
@@ -83,27 +50,20 @@ class StarGAN:
         config: StarGANConfig,
         attributes: list[str],
         groups: list[list[str]],
-        *,
-        device: torch.device,
-        seed: int,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
+        context: TrainingContext,
     ) -> None:
-        self.device, self.config = device, config
-        self.parallel = parallel = parallel or DataParallel()
+        super().__init__(context, batch_size=config.batch_size)
+        self.config = config
         self.attributes, self.groups = attributes, groups
-        self.generator = generator.to(device)
-        self.discriminator = discriminator.to(device)
-        parallel.broadcast_state(self.generator, self.discriminator)
+        self.generator = self.add_network("generator", generator)
+        self.discriminator = self.add_network("discriminator", discriminator)
         betas = (config.beta1, config.beta2)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.g_lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.d_lr, betas=betas)
-        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
+        self.opt_g = self.adam("optimizer_g", self.generator, config.g_lr, betas)
+        self.opt_d = self.adam("optimizer_d", self.discriminator, config.d_lr, betas)
         self.iteration = 0
         self.fixed: tuple[Tensor, Tensor] | None = None
         self.last_g: dict[str, Tensor] = {}  # G's terms from its latest update (logged from the first one on)
         self.classifier_cache: dict[str, Any] = {}  # evaluation's attribute classifier, per data set
-        self.autocast = training_autocast(device, amp)
 
     def _set_lr(self) -> float:
         factor = lr_factor(self.iteration, self.config.num_iters, self.config.num_iters_decay)
@@ -114,19 +74,19 @@ class StarGAN:
         return factor
 
     def _flip(self, real: Tensor) -> Tensor:
-        n = self.parallel.global_size(real.shape[0])
-        flip = self.parallel.shard(torch.rand(n, generator=self.noise, device=self.device) < 0.5)
+        n = self.ranks.global_size(real.shape[0])
+        flip = self.ranks.shard(torch.rand(n, generator=self.noise, device=self.device) < 0.5)
         return torch.where(flip[:, None, None, None], real.flip(3), real)
 
     def _targets(self, label_org: Tensor) -> Tensor:
         """c': the global batch's labels in a random order, this rank's share of them."""
-        labels = self.parallel.gather(label_org)
-        return self.parallel.shard(labels[torch.randperm(labels.shape[0], generator=self.noise, device=self.device)])
+        labels = self.ranks.gather(label_org)
+        return self.ranks.shard(labels[torch.randperm(labels.shape[0], generator=self.noise, device=self.device)])
 
     def train_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         real, label_org = (t.to(self.device, non_blocking=True) for t in batch)
         if self.fixed is None:
-            images, labels = self.parallel.gather(real), self.parallel.gather(label_org)
+            images, labels = self.ranks.gather(real), self.ranks.gather(label_org)
             self.fixed = (images[:GRID_IMAGES].clone(), labels[:GRID_IMAGES].clone())
         if self.config.flip:
             real = self._flip(real)
@@ -138,11 +98,11 @@ class StarGAN:
             real_src, real_cls = self.discriminator(real)
             fake = self.generator(real, label_trg)
             fake_src, _ = self.discriminator(fake.detach())
-            mix = self.parallel.shard(torch.rand(self.parallel.global_size(real.shape[0]), generator=self.noise,
+            mix = self.ranks.shard(torch.rand(self.ranks.global_size(real.shape[0]), generator=self.noise,
                                                  device=self.device))
             gp = gradient_penalty(self.discriminator.src, real, fake.float(), eps=mix)
         loss_d, d_terms = discriminator_loss(real_src, fake_src, real_cls, label_org, gp.float(), cfg)
-        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
+        self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
         d_terms = {k: v.detach() for k, v in d_terms.items()}
 
         self.iteration += 1
@@ -152,10 +112,10 @@ class StarGAN:
                 fake_src, fake_cls = self.discriminator(fake)
                 reconstructed = self.generator(fake, label_org)
             loss_g, g_terms = generator_loss(fake_src, fake_cls, label_trg, real, reconstructed, cfg)
-            self.parallel.optimize(loss_g, self.opt_g, self.generator)
+            self.ranks.optimize(loss_g, self.opt_g, self.generator)
             self.last_g = {k: v.detach().float().cpu() for k, v in g_terms.items()}
         # InstanceNorm's running statistics (used with --norm-stats running) as the global batch's
-        self.parallel.average_buffers(self.generator)
+        self.ranks.average_buffers(self.generator)
         return {**d_terms, **self.last_g}
 
     def sample(self) -> Tensor:
@@ -173,22 +133,10 @@ class StarGAN:
         factor = lr_factor(self.iteration, self.config.num_iters, self.config.num_iters_decay)
         return {"lr_g": float(f"{self.config.g_lr * factor:.4g}")}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "noise_rng": self.noise.get_state(),
-            "translation": {"iteration": self.iteration, "fixed": self.fixed, "last_g": self.last_g},
-        }
+    def extra_state(self) -> dict[str, Any]:
+        return {"translation": {"iteration": self.iteration, "fixed": self.fixed, "last_g": self.last_g}}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        self.noise.set_state(state["noise_rng"].cpu())
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         extra = state["translation"]
         self.iteration, self.last_g = extra["iteration"], extra["last_g"]
         fixed = extra["fixed"]
@@ -226,12 +174,7 @@ def tile(grid: Tensor, padding: int = 2) -> Tensor:
     return out[None]
 
 
-def build_algorithm(
-    config: StarGANConfig, device: torch.device, seed: int, amp: bool, parallel: DataParallel | None = None
-) -> StarGAN:
-    """The registry's builder: weights from `seed`, attributes from the (resolved) config."""
-    from trainer.models.stargan import attribute_list, build_discriminator, build_generator, exclusive_groups
-
-    torch.manual_seed(seed)  # weight initialisation is part of the run's reproducibility
-    return StarGAN(build_generator(config), build_discriminator(config), config, attribute_list(config),
-                   exclusive_groups(config), device=device, seed=seed, amp=amp, parallel=parallel)
+def build_stargan(arch: Architecture, config: StarGANConfig, context: TrainingContext) -> StarGAN:
+    """Networks sized by the (resolved) config's attributes, in the data set's label order."""
+    return StarGAN(arch.build_generator(config), arch.build_discriminator(config), config, attribute_list(config),
+                   exclusive_groups(config), context)

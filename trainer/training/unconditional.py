@@ -17,66 +17,85 @@ average is used; the training itself never reads them, so resume stays exact.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from dataclasses import dataclass, fields, make_dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from trainer.losses import AdversarialLoss
-from trainer.models.common import sample_latents
-from trainer.training.distributed import DataParallel
-from trainer.training.precision import training_autocast
+from trainer.losses import build_loss
+from trainer.models.common import option, sample_latents
+from trainer.training.algorithm import GANAlgorithm, LatentGenerator, TrainingContext
+
+if TYPE_CHECKING:
+    from trainer.architecture import Architecture
 
 GRID_SIZE = 64
 # standing BatchNorm statistics of the generator EMA: 2,048 fixed latents
 EMA_STATS_BATCHES, EMA_STATS_BATCH, EMA_STATS_SEED = 8, 256, 1_000_004
 
 
-class UnconditionalGAN:
+@dataclass
+class UnconditionalConfig:
+    """What this recipe reads from a config. Architectures trained by it share these fields and differ
+    only in their papers' defaults (`with_defaults`), so DCGAN and LSGAN no longer keep two copies."""
+
+    image_size: int
+    latent_dim: int
+    ngf: int
+    ndf: int
+    latent_distribution: str
+    loss: str
+    lr: float
+    beta1: float
+    beta2: float
+    batch_size: int
+    ema_beta: float
+
+    @classmethod
+    def with_defaults(cls, name: str, module: str, **defaults: tuple[Any, str]) -> type[UnconditionalConfig]:
+        """A subclass named `name` whose fields default to one paper's values, each with the help text
+        `gan-train` shows; every field must be given, so no architecture inherits another's defaults."""
+        types = {f.name: f.type for f in fields(cls)}
+        if set(defaults) != set(types):
+            raise TypeError(f"{name}: give defaults for exactly {sorted(types)}, got {sorted(defaults)}")
+        specs = [(key, types[key], option(*defaults[key])) for key in types]
+        config_cls = make_dataclass(name, specs, bases=(cls,))
+        config_cls.__module__ = module  # where it is declared, for repr and pickling
+        return config_cls
+
+
+class UnconditionalGAN(GANAlgorithm):
     def __init__(
-        self,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        loss: AdversarialLoss,
-        *,
-        latent_dim: int,
-        latent_distribution: str,
-        lr: float,
-        betas: tuple[float, float],
-        device: torch.device,
-        seed: int,
-        amp: bool = False,
-        parallel: DataParallel | None = None,
-        ema_beta: float = 0.0,
+        self, generator: nn.Module, discriminator: nn.Module, config: UnconditionalConfig, context: TrainingContext
     ) -> None:
-        if not 0.0 <= ema_beta < 1.0:
-            raise ValueError(f"ema_beta must be in [0, 1), got {ema_beta}")
-        self.device = device
-        self.parallel = parallel = parallel or DataParallel()
-        # the average keeps plain BatchNorm (its statistics are recomputed on this process alone)
-        self.generator_ema = copy.deepcopy(generator).to(device).requires_grad_(False).eval() if ema_beta else None
-        self.generator = parallel.synchronise_batchnorm(generator, device).to(device)
-        self.discriminator = parallel.synchronise_batchnorm(discriminator, device).to(device)
-        parallel.broadcast_state(self.generator, self.discriminator)
-        self.loss = loss
-        self.latent_dim, self.latent_distribution = latent_dim, latent_distribution
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)
-        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
-        self.fixed_latents = sample_latents(
-            latent_dim, latent_distribution, GRID_SIZE, torch.Generator().manual_seed(seed + 2)
-        ).to(device)
-        self.autocast = training_autocast(device, amp)
-        self.ema_beta = ema_beta
+        super().__init__(context, batch_size=config.batch_size)
+        if not 0.0 <= config.ema_beta < 1.0:
+            raise ValueError(f"ema_beta must be in [0, 1), got {config.ema_beta}")
+        self.ema_beta = config.ema_beta
+        self.generator_ema: nn.Module | None = None
+        if self.ema_beta:
+            # copied before add_network, so the average keeps plain BatchNorm (its statistics are
+            # recomputed on this process alone); saved as "generator", what gan-export serves
+            self.generator_ema = self.add_copy("generator", generator).to(self.device).eval()
         self.ema_stats_stale = True
+        self.generator = self.add_network("generator_live" if self.ema_beta else "generator", generator)
+        self.discriminator = self.add_network("discriminator", discriminator)
+        self.loss = build_loss(config.loss)
+        self.latent_dim, self.latent_distribution = config.latent_dim, config.latent_distribution
+        betas = (config.beta1, config.beta2)
+        self.opt_g = self.adam("optimizer_g", self.generator, config.lr, betas)
+        self.opt_d = self.adam("optimizer_d", self.discriminator, config.lr, betas)
+        self.fixed_latents = sample_latents(
+            self.latent_dim, self.latent_distribution, GRID_SIZE, torch.Generator().manual_seed(context.seed + 2)
+        ).to(self.device)
 
     def latents(self, n: int) -> Tensor:
         """This rank's `n` latents of a global batch drawn whole (so the noise stream is the same for any
         number of processes)."""
-        whole = sample_latents(self.latent_dim, self.latent_distribution, self.parallel.global_size(n), self.noise,
+        whole = sample_latents(self.latent_dim, self.latent_distribution, self.ranks.global_size(n), self.noise,
                                self.device)
-        return self.parallel.shard(whole)
+        return self.ranks.shard(whole)
 
     def train_step(self, real: Tensor) -> dict[str, Tensor]:
         real = real.to(self.device, non_blocking=True)
@@ -87,12 +106,12 @@ class UnconditionalGAN:
             real_out = self.discriminator(real)
             fake_out = self.discriminator(fake.detach())
             loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
-        self.parallel.optimize(loss_d, self.opt_d, self.discriminator)
+        self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
 
         with self.autocast:
             fake_out_g = self.discriminator(fake)
             loss_g = self.loss.generator(fake_out_g.float())
-        self.parallel.optimize(loss_g, self.opt_g, self.generator)
+        self.ranks.optimize(loss_g, self.opt_g, self.generator)
         self._update_ema()
 
         return {
@@ -136,12 +155,18 @@ class UnconditionalGAN:
                 m.momentum = momentum
         self.ema_stats_stale = False
 
+    def _served(self) -> nn.Module:
+        if self.generator_ema is None:
+            return self.generator
+        self._standing_stats()
+        return self.generator_ema
+
     @torch.no_grad()
     def sample(self) -> Tensor:
         """The fixed-latent grid of the served generator, in eval mode: BatchNorm uses its running
         statistics, as the exported generator does (a served image must not depend on which other requests
         share its batch)."""
-        generator = self.served_generator()[0]
+        generator = self._served()
         was_training = generator.training
         generator.eval()
         try:
@@ -149,41 +174,22 @@ class UnconditionalGAN:
         finally:
             generator.train(was_training)
 
-    def progress(self) -> dict[str, Any]:
-        return {}
-
-    def served_generator(self) -> tuple[nn.Module, int, str]:
-        """(network, latent size, latent distribution) of what gan-export serves: the loop scores it."""
-        if self.generator_ema is None:
-            return self.generator, self.latent_dim, self.latent_distribution
-        self._standing_stats()
-        return self.generator_ema, self.latent_dim, self.latent_distribution
+    def served_generator(self) -> LatentGenerator:
+        return LatentGenerator(self._served(), self.latent_dim, self.latent_distribution)
 
     def state_dict(self) -> dict[str, Any]:
-        served = {"generator": self.generator.state_dict()}
-        if self.generator_ema is not None:
-            self._standing_stats()
-            served = {"generator": self.generator_ema.state_dict(), "generator_live": self.generator.state_dict()}
-        return {
-            **served,
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "noise_rng": self.noise.get_state(),
-        }
+        self._standing_stats()  # the saved "generator" is what is served
+        return super().state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.generator_ema is not None:
-            if "generator_live" not in state:
-                raise ValueError("this run keeps a generator EMA (ema_beta > 0) but the checkpoint has none")
-            self.generator_ema.load_state_dict(state["generator"])
-            self.generator.load_state_dict(state["generator_live"])
-            self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
-        else:
-            if "generator_live" in state:
-                raise ValueError("the checkpoint keeps a generator EMA: resume it with the same ema_beta")
-            self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["optimizer_g"])
-        self.opt_d.load_state_dict(state["optimizer_d"])
-        self.noise.set_state(state["noise_rng"].cpu())
+        has_live = "generator_live" in state
+        if has_live != (self.generator_ema is not None):
+            raise ValueError("the checkpoint " + ("keeps" if has_live else "has no") + " generator EMA, this "
+                             "run " + ("has none" if has_live else "keeps one") + ": resume it with the same ema_beta")
+        super().load_state_dict(state)
+        self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
+
+
+def build_unconditional(arch: Architecture, config: UnconditionalConfig, context: TrainingContext) -> UnconditionalGAN:
+    """The algorithm builder of every architecture trained by this recipe: its own G and D, this loop."""
+    return UnconditionalGAN(arch.build_generator(config), arch.build_discriminator(config), config, context)

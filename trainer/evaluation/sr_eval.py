@@ -21,6 +21,7 @@ import numpy as np
 from trainer.data.image_folder import DatasetError, find_images, load_rgb
 from trainer.data.super_resolution import PHOTOS_EVAL, lr_tensor, photo_paths
 from trainer.evaluation.super_resolution import Upscaler, evaluate_upscaler, side_by_side, torch_upscaler
+from trainer.served import load_served_generator
 from trainer.training.checkpoint import CheckpointError
 
 
@@ -67,21 +68,12 @@ def onnx_upscaler(path: Path) -> tuple[Upscaler, int | None]:
 
 
 def checkpoint_upscaler(path: Path, device: str) -> tuple[Upscaler, int]:
-    from trainer.registry import get_architecture
-    from trainer.training.checkpoint import load_checkpoint
-
-    state = load_checkpoint(path)
-    arch = get_architecture(state["arch"])
-    if arch.task != "super_resolve":
-        raise ValueError(f"{path}: a {arch.name} checkpoint, not a super-resolution one")
-    config = arch.make_config(state["config"])
-    generator = arch.build_generator(config)
-    generator.load_state_dict(state[arch.served_generator_key])
-    return torch_upscaler(generator.to(device).eval(), device), int(config.scale)
+    served = load_served_generator(path, device, task="super_resolve")
+    return torch_upscaler(served.network, device), int(served.config.scale)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gan-eval-sr", description=__doc__.split("\n\n")[0],
+def build_parser(prog: str = "gan-eval-sr") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("model", type=Path, help="checkpoint / run folder, or model.onnx / exported model folder")
     parser.add_argument("--data", default="photos", help="'photos' (built-in held-out photographs) or 'folder:PATH'")
@@ -94,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "gan-eval-sr") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         is_onnx = args.model.suffix == ".onnx" or (args.model / "manifest.json").is_file()
         if is_onnx:
@@ -113,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             side_by_side(images, upscale, scale, args.panel).save(args.side_by_side)
             result["side_by_side"] = str(args.side_by_side)
     except (DatasetError, CheckpointError, ValueError, FileNotFoundError) as exc:
-        print(f"gan-eval-sr: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0

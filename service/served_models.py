@@ -1,4 +1,7 @@
-"""The model registry: every model in the repository, loaded, validated, warmed up, batched.
+"""The models this process serves: every model of the repository, loaded, validated, warmed up, batched.
+
+(Not to be confused with trainer/registry.py, the table of trainable architectures: this module
+holds live ONNX Runtime sessions and their batchers, by the manifest's model name.)
 
 Loading (manifest + session + checks) is synchronous and all-or-nothing: a repository with one bad
 model refuses to start, listing every problem, because serving a partial repository would turn an
@@ -26,7 +29,7 @@ from service.settings import Settings
 from service.versions import ModelVersion, VersionError, is_model_folder, resolve
 from service.workers import threads_per_worker
 
-log = logging.getLogger("service.registry")
+log = logging.getLogger("service.served_models")
 
 State = Literal["loaded", "warming", "ready", "failed"]
 
@@ -116,7 +119,7 @@ def load_entry(version: ModelVersion, settings: Settings, cuda_device_id: int = 
                       fingerprint=fingerprint)
 
 
-class ModelRegistry:
+class ServedModels:
     """All models of one service process, by manifest name."""
 
     def __init__(self, entries: list[ModelEntry], settings: Settings, cuda_device_id: int = 0) -> None:
@@ -134,7 +137,7 @@ class ModelRegistry:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, settings: Settings, cuda_device_id: int = 0) -> ModelRegistry:
+    def load(cls, settings: Settings, cuda_device_id: int = 0) -> ServedModels:
         """Load every `model_dir/*/manifest.json`; raise one ModelLoadError listing all problems.
 
         `cuda_device_id`: the CUDA device of this worker process (see service.workers.device_for)."""
