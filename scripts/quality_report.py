@@ -231,7 +231,8 @@ def release_markdown(results: dict[str, Any], repository: Path) -> str:
         out.append(f"| {name} | {provenance['training_step']} | `{provenance.get('training_command', '')}` |")
     if "dcgan" in results:
         out += ["", "Real shapes score {:.1%} on \"samples that are a shape (p >= 0.9)\" with the same classifier "
-                "and sample size: the floor of that figure.".format(results["dcgan"]["real_shape_confident"])]
+                "and sample size: what the data itself scores, the most a generator can be expected to "
+                "reach.".format(results["dcgan"]["real_shape_confident"])]
     out += ["", "Super-resolution x4 on the held-out photographs (chelsea, coffee, flower), border 4; CbCr error "
             "in 8-bit levels; sharpness = Y gradient energy / the original's:", "",
             "| model | steps | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | CbCr error | sharpness |",
