@@ -2,7 +2,7 @@
 
     python scripts/quality_report.py --runs demo-out/runs --sr-runs runs-quality [--write docs/quality.md]
 
-- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v2 features against the run's own data set,
+- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v3 features against the run's own data set,
   for the trained generator, a freshly initialised one of the same config, and fresh real images (the
   floor that sampling noise alone gives with this many images); and, for scale, fresh real shapes
   changed in known ways (black background, contrast, one shape only, no shape);
@@ -231,7 +231,8 @@ def release_markdown(results: dict[str, Any], repository: Path) -> str:
         out.append(f"| {name} | {provenance['training_step']} | `{provenance.get('training_command', '')}` |")
     if "dcgan" in results:
         out += ["", "Real shapes score {:.1%} on \"samples that are a shape (p >= 0.9)\" with the same classifier "
-                "and sample size: the floor of that figure.".format(results["dcgan"]["real_shape_confident"])]
+                "and sample size: what the data itself scores, the most a generator can be expected to "
+                "reach.".format(results["dcgan"]["real_shape_confident"])]
     out += ["", "Super-resolution x4 on the held-out photographs (chelsea, coffee, flower), border 4; CbCr error "
             "in 8-bit levels; sharpness = Y gradient energy / the original's:", "",
             "| model | steps | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | CbCr error | sharpness |",

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 # everything a resumed run must restore; keys an architecture does not use are skipped
-STATE_KEYS = ("generator", "generator_ema", "discriminator", "optimizer_g", "optimizer_d", "noise_rng",
-              "translation", "sr_updates", "sr_preview")
+STATE_KEYS = ("generator", "generator_ema", "generator_live", "discriminator", "optimizer_g", "optimizer_d",
+              "noise_rng", "translation", "sr_updates", "sr_preview")
 
 
 def flat_state(checkpoint: dict[str, Any], keys: Iterable[str] = STATE_KEYS) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`shapes-classifier-v2`: the feature space FID/KID use for the built-in `shapes` data set.
+"""`shapes-classifier-v3`: the feature space FID/KID use for the built-in `shapes` data set.
 
 Inception features say little about flat-coloured synthetic shapes, so for `shapes` the distances are
 taken in the penultimate layer of a small CNN trained on the data set's own labels: shape and colour
@@ -8,10 +8,13 @@ pooled attribute classifier would be blind to position. It depends only on the i
 one feature space. Its training images are jittered in brightness and contrast and given pixel noise:
 v1, trained on clean renders only, scored real shapes on a pure black background (instead of the data's
 dark grey) at FID 181, far worse than a random-weights generator's 67, so its distances measured global
-intensity more than shapes and colours. It is trained from a fixed seed on images rendered for it, on the
-CPU, in a few seconds, and cached (keyed by its version, the image size and its training recipe) so that repeated
-evaluations reuse it instead of retraining. Its name is in every score computed with it, and must change
-whenever anything here changes what the features are.
+intensity more than shapes and colours. v3 is v2 trained for 2,000 steps instead of 400: v2 classified fresh
+real 32x32 shapes 96% right but gave only 85% of them a shape probability >= 0.9 (squares 69%, the smallest
+fifth of the shapes 62%), although every render, the smallest included, is unambiguous by eye, so its
+verdicts called real shapes blobs; v3 classifies 99.9% right and is confident on 99.4%. It is trained from a
+fixed seed on images rendered for it, on the CPU, in under a minute, and cached (keyed by its version, the
+image size and its training recipe) so that repeated evaluations reuse it instead of retraining. Its name is
+in every score computed with it, and must change whenever anything here changes what the features are.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch import Tensor, nn
 
 from trainer.data.shapes import COLOURS, SHAPES, ShapesDataset
 
-NAME = "shapes-classifier-v2"
+NAME = "shapes-classifier-v3"
 # every image is brought to 32x32 (area-averaged down, nearest-neighbour up): enough to tell the shapes
 # apart and fast; upscaling 16x16 images lets the net keep three stages (shape accuracy ~0.87 -> ~0.99)
 INPUT_SIZE = 32
@@ -39,7 +42,7 @@ WIDTH = 8
 FEATURES = 64
 TRAIN_IMAGES = 4000
 TRAIN_SEED = 1_000_003  # the rendering seed of its training images: no run's data, held out from none
-STEPS = 400
+STEPS = 2000  # v2: 400 (under-trained: confident on 85% of real shapes, v3 on 99.4%)
 BATCH = 64
 LR = 2e-3
 CACHE_ENV = "GAN_FORGE_CACHE"

@@ -28,6 +28,8 @@ DCGANConfig = UnconditionalConfig.with_defaults(
     beta1=(0.5, "Adam beta1 (reference: 0.5)"),
     beta2=(0.999, "Adam beta2 (reference: 0.999)"),
     batch_size=(64, "minibatch size (reference: 64; paper: 128)"),
+    ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
+              "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)"),
 )
 
 

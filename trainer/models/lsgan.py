@@ -29,6 +29,8 @@ LSGANConfig = UnconditionalConfig.with_defaults(
     beta1=(0.5, "Adam beta1 (paper: 0.5)"),
     beta2=(0.999, "Adam beta2 (paper: Adam default 0.999)"),
     batch_size=(64, "minibatch size (paper: 64)"),
+    ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
+              "step (0: off, serve G itself, as the paper does; PGGAN's paper: 0.999)"),
 )
 
 

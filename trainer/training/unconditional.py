@@ -4,6 +4,15 @@ Everything random here draws from the algorithm's own generator, whose state goe
 so a resumed run draws the same latents as an uninterrupted one. Under data parallelism the latents are
 drawn for the global batch and sharded, and gradients are averaged before each optimizer step
 (trainer/training/distributed.py).
+
+With `ema_beta` > 0 an exponential moving average of G's weights is kept after every G step, as PGGAN
+does, and it is what is sampled, scored and served: the checkpoint's "generator" is then the average (what
+export and evaluation load) and "generator_live" the weights being trained, so every reader of "generator"
+gets the served network without knowing about EMA. BatchNorm's running statistics are not averaged: the
+average of the live network's statistics does not describe the averaged weights' activations (a DCGAN's
+FID was 37.7 with averaged statistics against 7.1 with recomputed ones, at the same weights), so they are
+recomputed for the averaged weights ("standing statistics") from a fixed set of latents whenever the
+average is used; the training itself never reads them, so resume stays exact.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ if TYPE_CHECKING:
     from trainer.architecture import Architecture
 
 GRID_SIZE = 64
+# standing BatchNorm statistics of the generator EMA: 2,048 fixed latents
+EMA_STATS_BATCHES, EMA_STATS_BATCH, EMA_STATS_SEED = 8, 256, 1_000_004
 
 
 @dataclass
@@ -39,6 +50,7 @@ class UnconditionalConfig:
     beta1: float
     beta2: float
     batch_size: int
+    ema_beta: float
 
     @classmethod
     def with_defaults(cls, name: str, module: str, **defaults: tuple[Any, str]) -> type[UnconditionalConfig]:
@@ -58,7 +70,16 @@ class UnconditionalGAN(GANAlgorithm):
         self, generator: nn.Module, discriminator: nn.Module, config: UnconditionalConfig, context: TrainingContext
     ) -> None:
         super().__init__(context, batch_size=config.batch_size)
-        self.generator = self.add_network("generator", generator)
+        if not 0.0 <= config.ema_beta < 1.0:
+            raise ValueError(f"ema_beta must be in [0, 1), got {config.ema_beta}")
+        self.ema_beta = config.ema_beta
+        self.generator_ema: nn.Module | None = None
+        if self.ema_beta:
+            # copied before add_network, so the average keeps plain BatchNorm (its statistics are
+            # recomputed on this process alone); saved as "generator", what gan-export serves
+            self.generator_ema = self.add_copy("generator", generator).to(self.device).eval()
+        self.ema_stats_stale = True
+        self.generator = self.add_network("generator_live" if self.ema_beta else "generator", generator)
         self.discriminator = self.add_network("discriminator", discriminator)
         self.loss = build_loss(config.loss)
         self.latent_dim, self.latent_distribution = config.latent_dim, config.latent_distribution
@@ -91,6 +112,7 @@ class UnconditionalGAN(GANAlgorithm):
             fake_out_g = self.discriminator(fake)
             loss_g = self.loss.generator(fake_out_g.float())
         self.ranks.optimize(loss_g, self.opt_g, self.generator)
+        self._update_ema()
 
         return {
             "loss_d": loss_d.detach(),
@@ -100,17 +122,72 @@ class UnconditionalGAN(GANAlgorithm):
         }
 
     @torch.no_grad()
-    def sample(self) -> Tensor:
-        """The fixed-latent grid, in eval mode: BatchNorm uses its running statistics, as the exported
-        generator does (a served image must not depend on which other requests share its batch)."""
-        self.generator.eval()
+    def _update_ema(self) -> None:
+        """G_ema = beta * G_ema + (1 - beta) * G over the parameters; BatchNorm statistics: _standing_stats."""
+        if self.generator_ema is None:
+            return
+        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            ema.lerp_(live, 1.0 - self.ema_beta)
+        self.ema_stats_stale = True
+
+    @torch.no_grad()
+    def _standing_stats(self) -> None:
+        """BatchNorm running statistics of the averaged weights: the exact mean and variance over
+        EMA_STATS_BATCHES x EMA_STATS_BATCH fixed latents (a private generator: the training's random
+        streams are untouched), computed in train mode and then frozen for eval mode."""
+        ema = self.generator_ema
+        if ema is None or not self.ema_stats_stale:
+            return
+        norms = [m for m in ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        noise = torch.Generator().manual_seed(EMA_STATS_SEED)
+        ema.train()
         try:
-            return self.generator(self.fixed_latents).float().cpu()
+            for _ in range(EMA_STATS_BATCHES):
+                z = sample_latents(self.latent_dim, self.latent_distribution, EMA_STATS_BATCH, noise)
+                ema(z.to(self.device))
         finally:
-            self.generator.train()
+            ema.eval()
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+        self.ema_stats_stale = False
+
+    def _served(self) -> nn.Module:
+        if self.generator_ema is None:
+            return self.generator
+        self._standing_stats()
+        return self.generator_ema
+
+    @torch.no_grad()
+    def sample(self) -> Tensor:
+        """The fixed-latent grid of the served generator, in eval mode: BatchNorm uses its running
+        statistics, as the exported generator does (a served image must not depend on which other requests
+        share its batch)."""
+        generator = self._served()
+        was_training = generator.training
+        generator.eval()
+        try:
+            return generator(self.fixed_latents).float().cpu()
+        finally:
+            generator.train(was_training)
 
     def served_generator(self) -> LatentGenerator:
-        return LatentGenerator(self.generator, self.latent_dim, self.latent_distribution)
+        return LatentGenerator(self._served(), self.latent_dim, self.latent_distribution)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._standing_stats()  # the saved "generator" is what is served
+        return super().state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        has_live = "generator_live" in state
+        if has_live != (self.generator_ema is not None):
+            raise ValueError("the checkpoint " + ("keeps" if has_live else "has no") + " generator EMA, this "
+                             "run " + ("has none" if has_live else "keeps one") + ": resume it with the same ema_beta")
+        super().load_state_dict(state)
+        self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
 
 
 def build_unconditional(arch: Architecture, config: UnconditionalConfig, context: TrainingContext) -> UnconditionalGAN:
