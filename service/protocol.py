@@ -9,8 +9,6 @@ layer (service.admission), where the request is known.
 
 Built on uvicorn's httptools protocol (what `uvicorn[standard]` uses); `protocol_class` returns
 None where httptools is missing, and the server then runs uvicorn's default without these bounds.
-The same class sends each response's head and body in one socket write (service.one_write) where
-the installed uvicorn is one that was checked for it.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ import asyncio
 import json
 import logging
 from typing import Any
-
-from service.one_write import HeldHeadTransport, applies
 
 log = logging.getLogger("service.protocol")
 
@@ -34,17 +30,13 @@ def _response(status: int, reason: str, code: str, message: str) -> bytes:
     return head.encode() + body
 
 
-def protocol_class(header_timeout_s: float, max_header_bytes: int, *,
-                   one_write: bool = True) -> type[asyncio.Protocol] | None:
-    """A subclass of uvicorn's HttpToolsProtocol with the two bounds, or None without httptools.
-    `one_write`: each response's head and body in one socket write, where uvicorn's version allows."""
+def protocol_class(header_timeout_s: float, max_header_bytes: int) -> type[asyncio.Protocol] | None:
+    """A subclass of uvicorn's HttpToolsProtocol with the two bounds, or None without httptools."""
     try:
-        import uvicorn
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
         log.warning("httptools is not installed: request headers are not time- or size-bounded")
         return None
-    join_writes = one_write and applies(uvicorn.__version__)
 
     class BoundedHeadProtocol(HttpToolsProtocol):  # type: ignore[misc]
         """Closes a connection whose request head is late (408) or too large (431)."""
@@ -97,11 +89,7 @@ def protocol_class(header_timeout_s: float, max_header_bytes: int, *,
 
         def on_headers_complete(self) -> None:
             self._disarm()
-            before = self.cycle
             super().on_headers_complete()
-            cycle = self.cycle
-            if join_writes and cycle is not before and cycle is not None:  # a new request's cycle, not yet run
-                cycle.transport = HeldHeadTransport(cycle.transport, cycle, self.loop)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
