@@ -11,6 +11,8 @@ from trainer.registry import get_architecture
 from trainer.training.distributed import from_environment, shutdown
 from trainer.training.loop import Run, TrainOptions
 
+# runs of a registered architecture with options beyond its tiny config: name -> (architecture, overrides)
+VARIANTS = {"dcgan-r1": ("dcgan", {"r1_gamma": 1.0, "r1_every": 2})}  # R1's double backward through BatchNorm
 STEPS = {"pggan": 8}  # through 4x4, the 8x8 fade and into 16x16; the others take DEFAULT_STEPS
 DEFAULT_STEPS = 4
 
@@ -20,8 +22,9 @@ def options(arch: str, out: Path) -> TrainOptions:
                         sample_every=0, checkpoint_every=0, progress=False)
 
 
-def build(arch: str, out: Path) -> Run:
-    return Run(arch, get_architecture(arch).make_config(dict(TINY_CONFIGS[arch])), options(arch, out))
+def build(name: str, out: Path) -> Run:
+    arch, overrides = VARIANTS.get(name, (name, {}))
+    return Run(arch, get_architecture(arch).make_config({**TINY_CONFIGS[arch], **overrides}), options(name, out))
 
 
 def train(arch: str, out: Path) -> Run:

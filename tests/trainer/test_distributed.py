@@ -21,7 +21,7 @@ from trainer.training.checkpoint import load_checkpoint
 from trainer.training.distributed import AllReduceBatchNorm, Ranks, _convert
 
 ROOT = Path(__file__).resolve().parents[2]
-ARCHS = ["dcgan", "lsgan", "pggan", "stargan", "srresnet", "srgan"]
+ARCHS = ["dcgan", "lsgan", "pggan", "stargan", "srresnet", "srgan", "dcgan-r1"]  # variants: ddp_worker.VARIANTS
 NETWORK_KEYS = ("generator", "generator_ema", "discriminator")
 
 
@@ -74,7 +74,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(arch, two_proce
     ones, twos = records(tmp_path / arch), records(two_process_runs / arch)
     assert [r["step"] for r in twos] == [r["step"] for r in ones]
     for a, b in zip(ones, twos, strict=True):
-        losses = [k for k in a if k.startswith(("loss", "d_", "g_", "gp", "content", "adversarial"))]
+        losses = [k for k in a if k.startswith(("loss", "d_", "g_", "gp", "r1", "content", "adversarial"))]
         assert losses
         for k in losses:
             assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (a["step"], k)

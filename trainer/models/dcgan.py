@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from trainer.architecture import Architecture
 from trainer.export_spec import latent_export_spec
-from trainer.training.unconditional import UnconditionalConfig, build_unconditional
+from trainer.training.unconditional import STABILISER_DEFAULTS, UnconditionalConfig, build_unconditional
 
 DCGANConfig = UnconditionalConfig.with_defaults(
     "DCGANConfig", __name__,
@@ -30,6 +30,7 @@ DCGANConfig = UnconditionalConfig.with_defaults(
     batch_size=(64, "minibatch size (reference: 64; paper: 128)"),
     ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
               "step (0: off, serve G itself, as the reference does; PGGAN's paper: 0.999)"),
+    **STABILISER_DEFAULTS,
 )
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from trainer.architecture import Architecture
 from trainer.export_spec import latent_export_spec
 from trainer.models.dcgan import init_weights as _dcgan_init
-from trainer.training.unconditional import UnconditionalConfig, build_unconditional
+from trainer.training.unconditional import STABILISER_DEFAULTS, UnconditionalConfig, build_unconditional
 
 LSGANConfig = UnconditionalConfig.with_defaults(
     "LSGANConfig", __name__,
@@ -31,6 +31,7 @@ LSGANConfig = UnconditionalConfig.with_defaults(
     batch_size=(64, "minibatch size (paper: 64)"),
     ema_beta=(0.0, "serve an EMA of G's weights, G_ema = beta * G_ema + (1 - beta) * G after every "
               "step (0: off, serve G itself, as the paper does; PGGAN's paper: 0.999)"),
+    **STABILISER_DEFAULTS,
 )
 
 

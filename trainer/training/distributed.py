@@ -175,9 +175,9 @@ class _SumAcrossRanks(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: object, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad)
-        return grad
+        # through apply, not a bare all_reduce, so that a double backward (the R1 penalty through D's
+        # BatchNorm) differentiates the reduction too
+        return _SumAcrossRanks.apply(grad)
 
 
 class AllReduceBatchNorm(_BatchNorm):

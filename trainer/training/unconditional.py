@@ -13,6 +13,18 @@ average of the live network's statistics does not describe the averaged weights'
 FID was 37.7 with averaged statistics against 7.1 with recomputed ones, at the same weights), so they are
 recomputed for the averaged weights ("standing statistics") from a fixed set of latents whenever the
 average is used; the training itself never reads them, so resume stays exact.
+
+Two opt-in stabilisers, both off by default so that the papers' recipes are unchanged:
+- `r1_gamma` > 0 adds Mescheder et al.'s (2018) R1 penalty gamma/2 * E||grad_x D(x)||^2 on real images to
+  D's loss. Without it D is free to sharpen its decision boundary around the data until its logits
+  saturate (the shapes release run: loss_d ~0.0015, d_real +7.6, d_fake -8.6 by step 4,100), G's gradient
+  carries almost no information and G collapses onto the modes D is least sure about; penalising D's
+  slope on the data manifold is what makes the unregularised GAN's equilibrium locally convergent in
+  their analysis. With `r1_every` = k > 1 the penalty is applied lazily, as StyleGAN2 does: on every k-th
+  step only, scaled by k, so its expected weight is the same for a k-th of the cost (the double backward
+  is the expensive part on a CPU). It is computed in float32 outside autocast, on a separate forward of
+  the reals, as PGGAN's gradient penalty is.
+- `lr_d` > 0 gives D its own learning rate (TTUR, Heusel et al. 2017); 0 means D uses `lr` as G does.
 """
 
 from __future__ import annotations
@@ -51,6 +63,9 @@ class UnconditionalConfig:
     beta2: float
     batch_size: int
     ema_beta: float
+    r1_gamma: float
+    r1_every: int
+    lr_d: float
 
     @classmethod
     def with_defaults(cls, name: str, module: str, **defaults: tuple[Any, str]) -> type[UnconditionalConfig]:
@@ -65,6 +80,15 @@ class UnconditionalConfig:
         return config_cls
 
 
+# the stabilisers' defaults and help, shared by every architecture of this recipe (off: the papers' recipes)
+STABILISER_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "r1_gamma": (0.0, "R1 penalty gamma/2 * E||grad D(real)||^2 added to D's loss (0: off, as the paper; "
+                 "Mescheder et al. 2018; StyleGAN2 uses 0.01-10 depending on resolution)"),
+    "r1_every": (1, "apply the R1 penalty every k-th step only, scaled by k (lazy regularisation, StyleGAN2: 16)"),
+    "lr_d": (0.0, "Adam learning rate for D alone (0: the same as --lr, as the paper; TTUR)"),
+}
+
+
 class UnconditionalGAN(GANAlgorithm):
     def __init__(
         self, generator: nn.Module, discriminator: nn.Module, config: UnconditionalConfig, context: TrainingContext
@@ -73,6 +97,12 @@ class UnconditionalGAN(GANAlgorithm):
         if not 0.0 <= config.ema_beta < 1.0:
             raise ValueError(f"ema_beta must be in [0, 1), got {config.ema_beta}")
         self.ema_beta = config.ema_beta
+        if config.r1_gamma < 0 or config.r1_every < 1 or config.lr_d < 0:
+            raise ValueError(f"need r1_gamma >= 0, r1_every >= 1 and lr_d >= 0, got {config.r1_gamma}, "
+                             f"{config.r1_every}, {config.lr_d}")
+        self.r1_gamma, self.r1_every = config.r1_gamma, config.r1_every
+        self.steps_taken = 0  # the lazy R1 schedule's clock; restored from the checkpoint's step on resume
+        self.last_r1 = torch.zeros((), device=self.device)
         self.generator_ema: nn.Module | None = None
         if self.ema_beta:
             # copied before add_network, so the average keeps plain BatchNorm (its statistics are
@@ -85,7 +115,7 @@ class UnconditionalGAN(GANAlgorithm):
         self.latent_dim, self.latent_distribution = config.latent_dim, config.latent_distribution
         betas = (config.beta1, config.beta2)
         self.opt_g = self.adam("optimizer_g", self.generator, config.lr, betas)
-        self.opt_d = self.adam("optimizer_d", self.discriminator, config.lr, betas)
+        self.opt_d = self.adam("optimizer_d", self.discriminator, config.lr_d or config.lr, betas)
         self.fixed_latents = sample_latents(
             self.latent_dim, self.latent_distribution, GRID_SIZE, torch.Generator().manual_seed(context.seed + 2)
         ).to(self.device)
@@ -106,7 +136,12 @@ class UnconditionalGAN(GANAlgorithm):
             real_out = self.discriminator(real)
             fake_out = self.discriminator(fake.detach())
             loss_d = self.loss.discriminator(real_out.float(), fake_out.float())
+        if self.r1_gamma and self.steps_taken % self.r1_every == 0:
+            penalty = r1_penalty(self.discriminator, real)
+            loss_d = loss_d + (self.r1_gamma / 2 * self.r1_every) * penalty
+            self.last_r1 = penalty.detach()
         self.ranks.optimize(loss_d, self.opt_d, self.discriminator)
+        self.steps_taken += 1
 
         with self.autocast:
             fake_out_g = self.discriminator(fake)
@@ -119,6 +154,8 @@ class UnconditionalGAN(GANAlgorithm):
             "loss_g": loss_g.detach(),
             "d_real": real_out.detach().float().mean(),
             "d_fake": fake_out.detach().float().mean(),
+            # the latest E||grad_x D(x)||^2 measured (unweighted; a lazy penalty is not measured every step)
+            **({"r1": self.last_r1} if self.r1_gamma else {}),
         }
 
     @torch.no_grad()
@@ -187,7 +224,20 @@ class UnconditionalGAN(GANAlgorithm):
             raise ValueError("the checkpoint " + ("keeps" if has_live else "has no") + " generator EMA, this "
                              "run " + ("has none" if has_live else "keeps one") + ": resume it with the same ema_beta")
         super().load_state_dict(state)
+        self.steps_taken = int(state.get("step", 0))
         self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
+
+
+def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
+    """E||grad_x D(x)||^2 over this rank's reals x (Mescheder et al. 2018's R1 before its gamma/2).
+
+    A separate float32 forward (no autocast: the double backward stays fp32, as PGGAN's penalty), with
+    the graph kept so that the penalty's gradient reaches D's weights. A mean over the local batch, like
+    every loss here, so the ranks' averaged gradients are the global batch's; D's BatchNorm normalises by
+    the global batch in this forward too (AllReduceBatchNorm is twice differentiable)."""
+    x = real.detach().float().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x).float().sum(), x, create_graph=True)
+    return grad.flatten(1).square().sum(1).mean()
 
 
 def build_unconditional(arch: Architecture, config: UnconditionalConfig, context: TrainingContext) -> UnconditionalGAN:
