@@ -1,9 +1,9 @@
 """The FastAPI application: `create_app(settings)` assembles the service from its parts.
 
 Nothing here handles a request: the shared state (service.state), the lifespan (service.lifespan),
-the middleware (auth and metrics outermost, then admission), the routes (service.routes_tasks,
-one per task, each running its task's pipeline; service.routes_status), the API docs and the demo
-page's static files. docs/architecture.md follows a request through them.
+the middleware (auth and metrics outermost, then admission, then /generate's fast path), the routes
+(service.routes_tasks, one per task, each running its task's pipeline; service.routes_status), the
+API docs and the demo page's static files. docs/architecture.md follows a request through them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from service import memory, routes_status, routes_tasks
 from service.admission import AdmissionMiddleware
 from service.docs_pages import install_docs
 from service.errors import install_error_handlers
+from service.fast_route import JSONRouteFastPath
+from service.generate import GenerateWork
 from service.json_body import OffloadedJSONRoute
 from service.lifespan import lifespan
 from service.metrics import Metrics
@@ -56,7 +58,9 @@ def create_app(settings: Settings | None = None, *, models: ServedModels | None 
     app.router.route_class = OffloadedJSONRoute  # large JSON bodies are parsed off the event loop
     app.state.service = state
     install_error_handlers(app)
-    # Added last = outermost: auth and metrics see every request; admission runs after the key check.
+    # Added last = outermost: auth and metrics see every request; admission runs after the key check;
+    # innermost, /generate's valid JSON bodies go straight to its handler (service.fast_route).
+    app.add_middleware(JSONRouteFastPath, path=GenerateWork.path)
     app.add_middleware(AdmissionMiddleware, state=state, task_of_path=routes_tasks.TASK_OF_PATH)
     app.add_middleware(ServiceMiddleware, settings=settings, metrics=state.metrics,
                        task_paths=routes_tasks.TASK_OF_PATH)

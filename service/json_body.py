@@ -85,11 +85,25 @@ def _plain_body_route(dependant: Dependant) -> bool:
     )
 
 
-def _content_type(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+def content_type(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The raw Content-Type header of an ASGI scope's headers (None when absent)."""
     for name, value in headers:
         if name == b"content-type":
             return value
     return None
+
+
+def plain_json_body(route: APIRoute) -> tuple[Callable[..., Coroutine[Any, Any, Any]], str, Any] | None:
+    """For a route whose async handler takes only the request and one JSON body model: the handler,
+    the name of its request parameter and FastAPI's field of the body (the fast paths call the
+    handler with both, the body validated by that field). None for any other route."""
+    dependant = route.dependant
+    endpoint = dependant.call
+    embed = getattr(route, "_embed_body_fields", None)
+    if not (_request_and_body_only(dependant, embed) and asyncio.iscoroutinefunction(endpoint)):
+        return None
+    assert dependant.request_param_name is not None and endpoint is not None
+    return endpoint, dependant.request_param_name, dependant.body_params[0]
 
 
 class OffloadedJSONRoute(APIRoute):
@@ -97,24 +111,22 @@ class OffloadedJSONRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        dependant = self.dependant
-        endpoint = dependant.call
-        embed = getattr(self, "_embed_body_fields", None)
-        if not (_request_and_body_only(dependant, embed) and asyncio.iscoroutinefunction(endpoint)):
+        plain = plain_json_body(self)
+        if plain is None:
 
             async def handle(request: Request) -> Response:
                 return await handler(OffloadedJSONRequest(request.scope, request.receive))
 
             return handle
 
-        field = dependant.body_params[0]
-        request_name, body_name = dependant.request_param_name, field.name
+        endpoint, request_name, field = plain
+        body_name = field.name
 
         async def handle_fast(request: Request) -> Response:
             scope = request.scope
             request = OffloadedJSONRequest(scope, request.receive)
             if (scope.get("fastapi.telemetry") is None and MAX_BODY_SIZE_SCOPE_KEY not in scope
-                    and _content_type(scope["headers"]) == b"application/json"):
+                    and content_type(scope["headers"]) == b"application/json"):
                 # Any failure falls through to FastAPI's handler, which meets it again and answers as
                 # it always has: the body is kept by the request once read, a client gone (or the
                 # admission guard's answer) reads as a disconnect again, malformed JSON parses again.
