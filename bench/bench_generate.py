@@ -413,12 +413,14 @@ def render(report: dict) -> str:
 
 
 def write_docs(path: Path, block: str, name: str = "bench") -> None:
+    """Replace the generated block `name` (its markers each open a line, so prose that quotes a marker
+    inline is never taken for one) or append it."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     begin_marker, end_marker = markers(name)
-    if begin_marker.split(" (")[0] in text and end_marker in text:
-        start = text.index(begin_marker.split(" (")[0])
-        end = text.index(end_marker) + len(end_marker)
-        text = text[:start] + block + text[end:]
+    begin = re.search("^" + re.escape(begin_marker.split(" (")[0]), text, re.MULTILINE)
+    end = re.search("^" + re.escape(end_marker), text[begin.end():], re.MULTILINE) if begin else None
+    if begin and end:
+        text = text[: begin.start()] + block + text[begin.end() + end.end():]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text)
