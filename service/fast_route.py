@@ -137,6 +137,7 @@ class JSONRouteFastPath:
             await self.app(scope, _replaying(messages, receive), send)
             return
         self.served += 1
+        messages.clear()  # the chunks, joined into read.body, are not kept through inference
         # what the router would have recorded in the scope on the way to the route
         scope.setdefault("router", app.router)
         scope["endpoint"] = target.route.endpoint
