@@ -26,7 +26,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # "How they were trained". A larger count resumes the run and trains on (StarGAN's learning-rate schedule
 # is fixed by STARGAN_ITERS, PGGAN's growth by its image counts, so stopping early changes neither).
 DCGAN_STEPS=${DCGAN_STEPS:-3000}  # its best: G collapsed towards two shapes after step 3000
-LSGAN_STEPS=${LSGAN_STEPS:-5000}
+LSGAN_STEPS=${LSGAN_STEPS:-10000}
 PGGAN_STEPS=${PGGAN_STEPS:-11500}
 STARGAN_STEPS=${STARGAN_STEPS:-10000}
 STARGAN_ITERS=${STARGAN_ITERS:-10000}  # the lr schedule: constant, then linearly to 0 over the last quarter
