@@ -120,9 +120,7 @@ class JSONRouteFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST"
-                or scope.get("root_path") or scope.get("fastapi.telemetry") is not None
-                or json_body.MAX_BODY_SIZE_SCOPE_KEY in scope
-                or json_body.content_type(scope["headers"]) != b"application/json"):
+                or scope.get("root_path") or not json_body.takes_fast_path(scope)):
             await self.app(scope, receive, send)
             return
         app = scope.get("app")
@@ -167,13 +165,8 @@ class JSONRouteFastPath:
             return None
         if data is None:
             return None
-        try:
-            value, errors = target.body_field.validate(data, {}, loc=("body",))  # FastAPI's own validation
-        except TypeError:  # a FastAPI whose ModelField.validate differs: its own handler answers
-            return None
-        if errors:
-            return None
-        return _Read(body, data, value)
+        valid, value = json_body.validate(target.body_field, data)
+        return _Read(body, data, value) if valid else None
 
     async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Inside Starlette's exception middleware: the handler, then its response."""

@@ -31,6 +31,7 @@ from fastapi import Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic_core import from_json
+from starlette.types import Scope
 
 try:  # the scope key of Starlette's body limit; an older Starlette has none, so no request carries it
     from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
@@ -93,6 +94,24 @@ def content_type(headers: list[tuple[bytes, bytes]]) -> bytes | None:
     return None
 
 
+def takes_fast_path(scope: Scope) -> bool:
+    """Whether a request may skip FastAPI's handler: sent as `application/json`, not followed by FastAPI's
+    telemetry and under no Starlette body limit (both live in FastAPI's handler, which must then run)."""
+    return (scope.get("fastapi.telemetry") is None and MAX_BODY_SIZE_SCOPE_KEY not in scope
+            and content_type(scope["headers"]) == b"application/json")
+
+
+def validate(field: Any, data: Any) -> tuple[bool, Any]:
+    """(True, the body model) when FastAPI's own validation of the body field accepts `data`; (False,
+    None) when it does not, or when this FastAPI's `ModelField.validate` differs (a TypeError), so that
+    FastAPI's handler answers."""
+    try:
+        value, errors = field.validate(data, {}, loc=("body",))
+    except TypeError:
+        return False, None
+    return (False, None) if errors else (True, value)
+
+
 def plain_json_body(route: APIRoute) -> tuple[Callable[..., Coroutine[Any, Any, Any]], str, Any] | None:
     """For a route whose async handler takes only the request and one JSON body model: the handler,
     the name of its request parameter and FastAPI's field of the body (the fast paths call the
@@ -125,8 +144,7 @@ class OffloadedJSONRoute(APIRoute):
         async def handle_fast(request: Request) -> Response:
             scope = request.scope
             request = OffloadedJSONRequest(scope, request.receive)
-            if (scope.get("fastapi.telemetry") is None and MAX_BODY_SIZE_SCOPE_KEY not in scope
-                    and content_type(scope["headers"]) == b"application/json"):
+            if takes_fast_path(scope):
                 # Any failure falls through to FastAPI's handler, which meets it again and answers as
                 # it always has: the body is kept by the request once read, a client gone (or the
                 # admission guard's answer) reads as a disconnect again, malformed JSON parses again.
@@ -135,11 +153,8 @@ class OffloadedJSONRoute(APIRoute):
                 except Exception:
                     data = None
                 if data is not None:
-                    try:
-                        value, errors = field.validate(data, {}, loc=("body",))  # FastAPI's own validation
-                    except TypeError:  # a FastAPI whose ModelField.validate differs: take its own handler
-                        errors = [None]
-                    if not errors:
+                    valid, value = validate(field, data)
+                    if valid:
                         response = await endpoint(**{request_name: request, body_name: value})
                         if isinstance(response, Response):
                             return response
