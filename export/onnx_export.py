@@ -9,7 +9,6 @@ their checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -29,9 +28,10 @@ from export.image_output import LAYOUT, append_uint8_mapping, uint8_parity
 from service.manifest import MODEL_FILENAME, Manifest, Provenance, TensorSpec
 from service.versions import is_versioned
 from trainer.export_spec import ExportSpec
+from trainer.hashing import sha256_file
 from trainer.provenance import training_command
 from trainer.served import load_served_generator
-from trainer.training.checkpoint import resolve_checkpoint
+from trainer.training.checkpoint import initialised_from, resolve_checkpoint
 
 DEFAULT_OPSET = 18
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
@@ -49,14 +49,6 @@ class ExportResult:
     manifest: Manifest
     #: The version number it was published as (REPO/NAME/<N>/), None for the flat layout.
     version: int | None = None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _dynamic_shapes(spec: ExportSpec) -> tuple[dict[str, dict[int, torch.export.Dim]], ...]:
@@ -248,13 +240,15 @@ def export_checkpoint(
             parity_max_level_error=level_error,
             parity_tolerance=tolerance,
             provenance=Provenance(
-                checkpoint_sha256=sha256_of(checkpoint_path),
+                checkpoint_sha256=sha256_file(checkpoint_path),
                 training_step=int(state["step"]),
                 images_seen=state.get("images_seen"),
                 exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 versions=_versions(),
                 opset=opset,
                 training_command=training_command(state),
+                # only where the run started from another's weights (SRGAN), so other manifests are unchanged
+                **({"initialised_from": start} if (start := initialised_from(state)) else {}),
             ),
             **spec.manifest_fields,
         )

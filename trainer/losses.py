@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from trainer.models.vgg import load_vgg19_features, sha256_file
+from trainer.hashing import sha256_file
+from trainer.models.vgg import load_vgg19_features
 
 
 class AdversarialLoss:

@@ -40,6 +40,19 @@ def test_manifest_describes_a_x4_super_resolve_model(exported):
     assert manifest.extra["blocks"] == 2 and manifest.extra["channels"] == 8
 
 
+def test_an_srgan_manifest_names_the_srresnet_it_started_from(exported, tmp_path):
+    """The chain of provenance: the SRGAN's manifest holds the stage-1 checkpoint's sha256, the same hash
+    the SRResNet's own manifest records, so the pair can be matched after the run folders are gone."""
+    run_dir, srresnet_dir = exported
+    stage2 = train_tiny("srgan", tmp_path / "gan", steps=1, init_from=str(run_dir))
+    provenance = Manifest.read(export_checkpoint(stage2.out, tmp_path / "repo", name="gan").directory).provenance
+    srresnet = Manifest.read(srresnet_dir).provenance
+    start = provenance.model_extra["initialised_from"]
+    assert start["arch"] == "srresnet" and start["step"] == srresnet.training_step == 4
+    assert start["checkpoint_sha256"] == srresnet.checkpoint_sha256
+    assert "initialised_from" not in srresnet.model_extra  # a run from random weights names none
+
+
 def test_graph_is_dynamic_in_batch_height_and_width(exported):
     model = onnx.load(str(exported[1] / "model.onnx"))
     dims = model.graph.input[0].type.tensor_type.shape.dim

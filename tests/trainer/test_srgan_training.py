@@ -7,8 +7,9 @@ import torch
 from tests.conftest import TINY_CONFIGS as TINY
 from tests.trainer.resume_check import assert_same_state
 from trainer import cli
+from trainer.hashing import sha256_file
 from trainer.registry import get_architecture
-from trainer.training.checkpoint import load_checkpoint
+from trainer.training.checkpoint import load_checkpoint, resolve_checkpoint
 from trainer.training.loop import Run, TrainOptions
 from trainer.training.super_resolution import SRGANTraining
 
@@ -70,8 +71,9 @@ def test_srgan_starts_from_the_stage1_generator(stage1, tmp_path):
         assert torch.equal(value, stage1_generator[key]), key
     run.train()
     checkpoint = load_checkpoint(tmp_path / "gan")
-    assert checkpoint["sr_initialised_from"]["arch"] == "srresnet"
-    assert checkpoint["sr_initialised_from"]["step"] == 6
+    assert checkpoint["initialised_from"]["arch"] == "srresnet"
+    assert checkpoint["initialised_from"]["step"] == 6
+    assert checkpoint["initialised_from"]["checkpoint_sha256"] == sha256_file(resolve_checkpoint(stage1))
     assert checkpoint["content_loss"]["name"] == "mse"
     last = [r for r in records(tmp_path / "gan") if "loss_d" in r][-1]
     assert {"loss_g", "content", "adversarial", "loss_d", "d_real", "d_fake"} <= set(last)
@@ -140,3 +142,11 @@ def test_cli_trains_srresnet_with_evaluation(tmp_path, capsys):
     assert code == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
     assert any("eval" in r for r in records(tmp_path / "run"))
+
+
+def test_a_checkpoint_from_before_the_key_was_renamed_still_names_its_start():
+    from trainer.training.checkpoint import initialised_from
+
+    start = {"path": "runs/sr/checkpoints/step_00000006.pt", "arch": "srresnet", "step": 6}
+    assert initialised_from({"sr_initialised_from": start}) == start
+    assert initialised_from({"generator": {}}) is None

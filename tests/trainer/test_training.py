@@ -168,14 +168,16 @@ def test_lazy_r1_runs_every_kth_step_scaled_by_k_and_resumes_bit_for_bit(tmp_pat
         return value
 
     monkeypatch.setattr(unconditional, "r1_penalty", counting)
-    tiny_run("dcgan", tmp_path / "straight", steps=6, r1_gamma=1.0, r1_every=3).train()
+    straight = tiny_run("dcgan", tmp_path / "straight", steps=6, r1_gamma=1.0, r1_every=3).train()
     assert len(calls) == 2  # steps 0, 3
     calls.clear()
     tiny_run("dcgan", tmp_path / "split", steps=4, r1_gamma=1.0, r1_every=3).train()
     assert len(calls) == 2  # steps 0, 3
-    tiny_run("dcgan", tmp_path / "split", steps=6, resume=True, r1_gamma=1.0, r1_every=3).train()
+    resumed = tiny_run("dcgan", tmp_path / "split", steps=6, resume=True, r1_gamma=1.0, r1_every=3).train()
     assert len(calls) == 2  # none at steps 4 and 5: the clock resumed at 4 (restarted at 0, step 4 would be)
     assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
+    # the logged value is step 3's measurement in both runs, not 0 after the resume
+    assert resumed["r1"] == straight["r1"] == pytest.approx(calls[-1], abs=1e-6) and calls[-1] > 0
 
     # the weight: on a penalised step D's loss is the adversarial loss plus gamma/2 * k * R1. With R1
     # pinned to 3 (keeping D in the graph), step 0 of a gamma 0.5, k 4 run logs loss_d 3.0 above the

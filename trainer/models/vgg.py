@@ -11,7 +11,6 @@ instructions (`VGGWeightsError`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -86,14 +85,6 @@ def resolve_vgg19_weights(path: str | os.PathLike[str] | None) -> Path:
     if not resolved.is_file():
         raise VGGWeightsError(f"VGG19 weights file {resolved} does not exist.\n{HOW_TO_GET_WEIGHTS}")
     return resolved
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_vgg19_features(path: str | os.PathLike[str] | None, stop: int = RELU5_4) -> VGG19Features:

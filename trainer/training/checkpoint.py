@@ -18,6 +18,8 @@ import torch
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+#: key of the checkpoint a run's weights started from (SRGAN's stage-1 SRResNet); "sr_initialised_from" before
+INITIALISED_FROM = "initialised_from"
 
 
 class CheckpointError(ValueError):
@@ -86,3 +88,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: not a checkpoint of this trainer (format {CHECKPOINT_FORMAT})")
     checkpoint["path"] = str(path)
     return checkpoint
+
+
+def initialised_from(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint a run's weights started from (path, arch, step and, where recorded, the file's sha256),
+    or None for a run that started from random weights. Export copies it into the manifest: the training
+    command alone names a run folder that may be gone or retrained since."""
+    return state.get(INITIALISED_FROM) or state.get("sr_initialised_from")

@@ -17,6 +17,7 @@ own checkpoint and no longer needs the stage-1 file.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,10 +27,11 @@ from torch import Tensor, nn
 from trainer.architecture import Architecture
 from trainer.data.super_resolution import bicubic_upscale, hr_tensor
 from trainer.evaluation.super_resolution import evaluate_upscaler, torch_upscaler
+from trainer.hashing import sha256_file
 from trainer.losses import NonSaturatingBCE, build_content_loss
 from trainer.models import srgan
 from trainer.training.algorithm import GANAlgorithm, TrainingContext
-from trainer.training.checkpoint import load_checkpoint
+from trainer.training.checkpoint import INITIALISED_FROM, initialised_from, load_checkpoint
 
 PREVIEW_CROPS = 3  # rows of (bicubic | SR | HR) in the sample grid, which save_grid lays out 3 to a row
 INIT_ARCHITECTURES = ("srresnet", "srgan")
@@ -145,7 +147,10 @@ class SRGANTraining(SRResNetTraining):
             raise ValueError(f"--init-from {self.init_from}: its generator has {theirs}, this run "
                              f"{self.generator_shape}; pass the same --scale/--blocks/--channels as the stage-1 run")
         self.generator.load_state_dict(state["generator"])
-        self.initialised_from = {"path": state["path"], "arch": state["arch"], "step": int(state["step"])}
+        # the file's hash, so an exported model names the stage-1 weights it grew from even after that run
+        # folder is gone or retrained (the stage-1 model's own manifest holds the same checkpoint_sha256)
+        self.initialised_from = {"path": state["path"], "arch": state["arch"], "step": int(state["step"]),
+                                 "checkpoint_sha256": sha256_file(Path(state["path"]))}
         self._init_pending = False
 
     def train_step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -190,13 +195,13 @@ class SRGANTraining(SRResNetTraining):
     def extra_state(self) -> dict[str, Any]:
         return {
             **super().extra_state(),
-            "sr_initialised_from": self.initialised_from,
+            INITIALISED_FROM: self.initialised_from,
             "content_loss": {"name": self.content.name, "vgg19_sha256": getattr(self.content, "weights_sha256", "")},
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
-        self.initialised_from = state.get("sr_initialised_from")
+        self.initialised_from = initialised_from(state)
         self._init_pending = False  # the checkpoint's generator already descends from the stage-1 weights
         saved = state.get("content_loss", {}).get("vgg19_sha256", "")
         current = getattr(self.content, "weights_sha256", "")

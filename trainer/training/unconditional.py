@@ -227,6 +227,14 @@ class UnconditionalGAN(GANAlgorithm):
         self.steps_taken = int(state.get("step", 0))
         self.ema_stats_stale = True  # recomputed as this code does (a checkpoint may hold others)
 
+    def extra_state(self) -> dict[str, Any]:
+        # only the logged value: a lazy penalty is measured every r1_every steps, and without it a resumed
+        # run would log r1 = 0 until the next penalised step
+        return {"r1_last": float(self.last_r1)} if self.r1_gamma else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.last_r1 = torch.tensor(float(state.get("r1_last", 0.0)), device=self.device)
+
 
 def r1_penalty(discriminator: nn.Module, real: Tensor) -> Tensor:
     """E||grad_x D(x)||^2 over this rank's reals x (Mescheder et al. 2018's R1 before its gamma/2).
