@@ -11,7 +11,7 @@ from trainer.losses import (
     reconstruction_loss,
 )
 from trainer.models import stargan
-from trainer.training.translation import lr_factor
+from trainer.training.schedule import lr_factor
 
 PAPER_ATTRIBUTES = "Black_Hair,Blond_Hair,Brown_Hair,Male,Young"
 

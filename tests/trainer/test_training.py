@@ -189,6 +189,36 @@ def test_lazy_r1_runs_every_kth_step_scaled_by_k_and_resumes_bit_for_bit(tmp_pat
     assert weighted["loss_d"] - unweighted["loss_d"] == pytest.approx(0.5 / 2 * 4 * 3.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["dcgan", "lsgan"])
+def test_lr_decay_anneals_both_rates_to_zero_and_resumes_bit_for_bit(arch, tmp_path):
+    """--lr-decay-start 2 --lr-decay-end 6: factors 1, 1, 1, 3/4, 1/2, 1/4 at steps 0-5 on G's and D's
+    own base rates; the schedule is by step, so a run split inside the window resumes exactly."""
+    decay = {"lr": 2e-4, "lr_d": 4e-4, "lr_decay_start": 2, "lr_decay_end": 6}
+    seen = []
+    straight = tiny_run(arch, tmp_path / "straight", steps=6, **decay)
+    step = straight.algorithm.train_step
+
+    def recording(real):
+        result = step(real)
+        seen.append((straight.algorithm.opt_g.param_groups[0]["lr"], straight.algorithm.opt_d.param_groups[0]["lr"]))
+        return result
+
+    straight.algorithm.train_step = recording
+    last = straight.train()
+    factors = [1, 1, 1, 0.75, 0.5, 0.25]
+    assert [g for g, _ in seen] == pytest.approx([2e-4 * f for f in factors])
+    assert [d for _, d in seen] == pytest.approx([4e-4 * f for f in factors])
+    assert last["lr_factor"] == 0.25
+
+    tiny_run(arch, tmp_path / "split", steps=4, **decay).train()
+    tiny_run(arch, tmp_path / "split", steps=6, resume=True, **decay).train()
+    assert_same_state(load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "split"))
+    # without the options the rate stays the paper's constant one and no factor is logged
+    assert "lr_factor" not in tiny_run(arch, tmp_path / "constant", steps=1).train()
+    with pytest.raises(ValueError, match="lr_decay_start < lr_decay_end"):
+        tiny_run(arch, tmp_path / "bad", steps=1, lr_decay_start=6, lr_decay_end=6)
+
+
 def test_lr_d_gives_d_its_own_learning_rate(tmp_path):
     run = tiny_run("dcgan", tmp_path, steps=1, lr=2e-4, lr_d=4e-4)
     assert run.algorithm.opt_d.param_groups[0]["lr"] == 4e-4 and run.algorithm.opt_g.param_groups[0]["lr"] == 2e-4

@@ -31,15 +31,9 @@ from trainer.data.attributes import domain_targets
 from trainer.losses import discriminator_loss, generator_loss, gradient_penalty
 from trainer.models.stargan import Discriminator, Generator, StarGANConfig, attribute_list, exclusive_groups
 from trainer.training.algorithm import GANAlgorithm, TrainingContext
+from trainer.training.schedule import lr_factor
 
 GRID_IMAGES = 8
-
-
-def lr_factor(iteration: int, num_iters: int, num_iters_decay: int) -> float:
-    """1 until `num_iters - num_iters_decay`, then linear to 0, reached at `num_iters` (0 after it)."""
-    if num_iters_decay <= 0:
-        return 1.0 if iteration < num_iters else 0.0
-    return min(1.0, max(0.0, (num_iters - iteration) / num_iters_decay))
 
 
 class StarGAN(GANAlgorithm):
