@@ -217,6 +217,19 @@ def test_lr_decay_anneals_both_rates_to_zero_and_resumes_bit_for_bit(arch, tmp_p
     assert "lr_factor" not in tiny_run(arch, tmp_path / "constant", steps=1).train()
     with pytest.raises(ValueError, match="lr_decay_start < lr_decay_end"):
         tiny_run(arch, tmp_path / "bad", steps=1, lr_decay_start=6, lr_decay_end=6)
+    with pytest.raises(ValueError, match="lr_decay_start < lr_decay_end"):  # a start without an end
+        tiny_run(arch, tmp_path / "bad", steps=1, lr_decay_start=6)
+
+
+def test_resume_refuses_settings_that_differ_from_the_run_s(tmp_path):
+    """A resumed run keeps its checkpoint's config; a changed setting would be ignored, so it is refused,
+    by name. The same settings, or none (defaults), resume."""
+    tiny_run("dcgan", tmp_path, steps=2, lr=3e-4).train()
+    with pytest.raises(ValueError, match=r"--lr 0.0001 \(the run's: 0.0003\), --lr-decay-start 2 \(the run's: 0\), --lr-decay-end 8"):
+        tiny_run("dcgan", tmp_path, steps=4, resume=True, lr=1e-4, lr_decay_start=2, lr_decay_end=8)
+    assert tiny_run("dcgan", tmp_path, steps=3, resume=True, lr=3e-4).train()["step"] == 3
+    resumed = tiny_run("dcgan", tmp_path, steps=4, resume=True)
+    assert resumed.config.lr == 3e-4
 
 
 def test_lr_d_gives_d_its_own_learning_rate(tmp_path):

@@ -12,7 +12,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,25 @@ def batch_length(batch: Any) -> int:
     return int(batch.shape[0])
 
 
+def refuse_changed_config(given: Any, saved: Any, out: Path) -> None:
+    """A resumed run keeps the config it started with (that is what makes it exact), so a setting given on
+    the command line that differs from both its default and the checkpoint's would be silently ignored:
+    refuse it instead, naming each one. Settings left at their default are not read as a request."""
+    if given is None:
+        return
+    changed = []
+    for f in fields(given):
+        default = f.default if f.default is not MISSING else None
+        value, kept = getattr(given, f.name), getattr(saved, f.name, None)
+        if value != default and value != kept:
+            flag = "--" + f.name.replace("_", "-")
+            changed.append(f"{flag} {value} (the run's: {kept})")
+    if changed:
+        raise ValueError(f"{out}: --resume continues a run with the settings it started with, and these differ: "
+                         + ", ".join(changed) + ". Leave them out to resume, or start a new run (--out) to change "
+                         "them.")
+
+
 class Run:
     """A training run in `options.out`: metrics.jsonl, samples/, checkpoints/."""
 
@@ -95,7 +114,9 @@ class Run:
             checkpoint = load_checkpoint(self.out, map_location="cpu")
             if checkpoint["arch"] != arch_name:
                 raise ValueError(f"checkpoint in {self.out} is a {checkpoint['arch']}, not a {arch_name}")
-            config = get_architecture(arch_name).make_config(checkpoint["config"])
+            saved = get_architecture(arch_name).make_config(checkpoint["config"])
+            refuse_changed_config(config, saved, self.out)
+            config = saved
             options.seed = checkpoint["train"]["seed"]
             options.data = checkpoint["train"]["data"]
         self.arch = get_architecture(arch_name)

@@ -112,11 +112,11 @@ class UnconditionalGAN(GANAlgorithm):
             raise ValueError(f"need r1_gamma >= 0, r1_every >= 1 and lr_d >= 0, got {config.r1_gamma}, "
                              f"{config.r1_every}, {config.lr_d}")
         self.r1_gamma, self.r1_every = config.r1_gamma, config.r1_every
-        if config.lr_decay_end and not 0 <= config.lr_decay_start < config.lr_decay_end:
+        if (config.lr_decay_end or config.lr_decay_start) and not 0 <= config.lr_decay_start < config.lr_decay_end:
             raise ValueError(f"need 0 <= lr_decay_start < lr_decay_end, got {config.lr_decay_start} and "
                              f"{config.lr_decay_end}")
         self.lr_decay = (config.lr_decay_start, config.lr_decay_end)
-        self.steps_taken = 0  # the lazy R1 schedule's clock; restored from the checkpoint's step on resume
+        self.steps_taken = 0  # the clock of lazy R1 and the lr decay; restored from the checkpoint's step on resume
         self.last_r1 = torch.zeros((), device=self.device)
         self.generator_ema: nn.Module | None = None
         if self.ema_beta:
@@ -143,14 +143,14 @@ class UnconditionalGAN(GANAlgorithm):
                                self.device)
         return self.ranks.shard(whole)
 
-    def lr_factor(self, step: int) -> float:
+    def lr_multiplier(self, step: int) -> float:
         """The learning rates' multiplier at `step`: 1, or falling linearly to 0 over the decay window."""
         start, end = self.lr_decay
         return 1.0 if not end else lr_factor(step, end, end - start)
 
     def train_step(self, real: Tensor) -> dict[str, Tensor]:
         real = real.to(self.device, non_blocking=True)
-        factor = self.lr_factor(self.steps_taken)
+        factor = self.lr_multiplier(self.steps_taken)  # one rate for this step's D and G updates
         for optimizer, base in self.base_lr.items():
             for group in optimizer.param_groups:
                 group["lr"] = base * factor
@@ -181,7 +181,7 @@ class UnconditionalGAN(GANAlgorithm):
             "d_fake": fake_out.detach().float().mean(),
             # the latest E||grad_x D(x)||^2 measured (unweighted; a lazy penalty is not measured every step)
             **({"r1": self.last_r1} if self.r1_gamma else {}),
-            **({"lr_factor": torch.tensor(factor)} if self.lr_decay[1] else {}),
+            **({"lr_factor": torch.tensor(factor, device=self.device)} if self.lr_decay[1] else {}),
         }
 
     @torch.no_grad()
