@@ -24,9 +24,10 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # step counts of the committed models: where each run was stopped (at a checkpoint) when the two-hour
 # budget on 2 CPU cores shared with other people's test runs ran out, not convergence; docs/quality.md,
 # "How they were trained". A larger count resumes the run and trains on (StarGAN's learning-rate schedule
-# is fixed by STARGAN_ITERS, PGGAN's growth by its image counts, so stopping early changes neither).
-DCGAN_STEPS=${DCGAN_STEPS:-3000}  # its best: G collapsed towards two shapes after step 3000
-LSGAN_STEPS=${LSGAN_STEPS:-10000}
+# is fixed by STARGAN_ITERS, DCGAN's by its decay steps, PGGAN's growth by its image counts, so stopping
+# early changes none of them; past DCGAN's decay end its learning rates are 0).
+DCGAN_STEPS=${DCGAN_STEPS:-8000}  # the end of its learning-rate decay (from step 5000)
+LSGAN_STEPS=${LSGAN_STEPS:-13000}
 PGGAN_STEPS=${PGGAN_STEPS:-11500}
 STARGAN_STEPS=${STARGAN_STEPS:-10000}
 STARGAN_ITERS=${STARGAN_ITERS:-10000}  # the lr schedule: constant, then linearly to 0 over the last quarter
@@ -48,12 +49,12 @@ train() {  # train NAME ARCH ARGS...: gan-train into $runs/NAME, resuming when i
 
 release() {
     case $1 in
-    dcgan)  # the reference widths at 32x32 (half widths, 4x cheaper, collapsed to noise by step 1000);
-            # served: an EMA of G (as PGGAN's G_ema; the reference serves G itself). With --r1-gamma 0.1
-            # --r1-every 4 it no longer collapses but levelled at FID 5.5-5.7 over 8,000 steps, not better than
-            # this run's step 3,000 (docs/quality.md), so the shipped settings are unchanged
-        train dcgan dcgan --data shapes --image-size 32 --ema-beta 0.999 --steps "$DCGAN_STEPS" \
-            --eval-every 1000 --eval-samples 2000 ;;
+    dcgan)  # the reference G width at 32x32, D at half width (as LSGAN's; the reference D won outright and G
+            # collapsed after 3,000 steps), R1 (gamma 1, lazily every 4th step) against that collapse, and the
+            # learning rates decayed linearly to 0 over steps 5,000-8,000, where FID had levelled at about 5;
+            # served: an EMA of G (as PGGAN's G_ema; the reference serves G itself). docs/quality.md
+        train dcgan dcgan --data shapes --image-size 32 --ndf 32 --ema-beta 0.995 --r1-gamma 1 --r1-every 4 \
+            --lr-decay-start 5000 --lr-decay-end 8000 --steps "$DCGAN_STEPS" --eval-every 500 --eval-samples 2000 ;;
     lsgan)  # the paper's layout, widths reduced for CPU; served: an EMA of G (0.995: a short run)
         train lsgan lsgan --data shapes --image-size 32 --ngf 64 --ndf 32 --ema-beta 0.995 --steps "$LSGAN_STEPS" \
             --eval-every 500 --eval-samples 2000 ;;
