@@ -114,8 +114,11 @@ def wait_for_image(page: Any, selector: str) -> None:
         raise RuntimeError(f"no image at {selector}; the page shows: {outcome}")
 
 
-def exercise_page(page: Any, url: str, api_key: str | None = None) -> list[str]:
-    """Use every section the service has models for, as a visitor would; returns the sections used."""
+def exercise_page(page: Any, url: str, api_key: str | None = None, generate_model: str | None = None,
+                  seed: int | None = None) -> list[str]:
+    """Use every section the service has models for, as a visitor would; returns the sections used.
+    `generate_model` and `seed` pick the grid's model and seed (default: the page's first model, a random
+    seed), so the docs' screenshot can show a chosen model reproducibly."""
     page.goto(url)
     if api_key:
         page.locator("#auth summary").click()
@@ -125,6 +128,10 @@ def exercise_page(page: Any, url: str, api_key: str | None = None) -> list[str]:
     page.locator("#status[data-state=ready], #status[data-state=empty]").wait_for()
     used = []
     if page.locator("#generate").is_visible():
+        if generate_model:
+            page.locator("#generate-form select[name=model]").select_option(generate_model)
+        if seed is not None:
+            page.locator("#generate-form input[name=seed]").fill(str(seed))
         page.locator("#generate-form").get_by_role("button", name="Generate").click()
         wait_for_image(page, "#generate-results img")
         page.locator("#walk-form").get_by_role("button", name="Walk").click()
@@ -162,13 +169,14 @@ def exercise_page(page: Any, url: str, api_key: str | None = None) -> list[str]:
     return used
 
 
-def screenshot(browser: Any, url: str, out: Path, width: int = 1280, api_key: str | None = None) -> list[str]:
+def screenshot(browser: Any, url: str, out: Path, width: int = 1280, api_key: str | None = None,
+               generate_model: str | None = None, seed: int | None = None) -> list[str]:
     """Use the page in a fresh tab of `browser` and write the full page to `out`; the sections used."""
     context = browser.new_context(viewport={"width": width, "height": 800})
     try:
         page = context.new_page()
         page.set_default_timeout(ACTION_TIMEOUT_MS)
-        used = exercise_page(page, url.rstrip("/") + "/", api_key)
+        used = exercise_page(page, url.rstrip("/") + "/", api_key, generate_model, seed)
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
     finally:
@@ -183,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", default=CHROMIUM, help="chromium binary")
     parser.add_argument("--width", type=int, default=1280, help="viewport width (CSS pixels)")
     parser.add_argument("--api-key", help="for a service started with GAN_API_KEYS")
+    parser.add_argument("--generate-model", help="the generate model shown (default: the page's first)")
+    parser.add_argument("--seed", type=int, help="the grid's seed (default: the page's random one)")
     args = parser.parse_args(argv)
     missing = browser_missing(args.chromium)
     if missing:
         print(f"screenshot_page: {missing}", file=sys.stderr)
         return 2
     with launch_chromium(args.chromium) as browser:
-        used = screenshot(browser, args.url, args.out, args.width, args.api_key)
+        used = screenshot(browser, args.url, args.out, args.width, args.api_key, args.generate_model, args.seed)
     print(f"wrote {args.out} ({', '.join(used) or 'no models'})")
     return 0
 

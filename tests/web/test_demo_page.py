@@ -313,3 +313,15 @@ def test_the_screenshot_script_uses_every_section(
     assert used == ["generate", "super-resolve", "translate"]
     shot = Image.open(out)
     assert shot.width == 1000 and shot.height > 900  # the full page, not one viewport
+
+
+def test_the_screenshot_script_can_show_a_chosen_model_and_seed(
+    page: Any, service: LiveServer, page_script: ModuleType
+) -> None:
+    """For a reproducible docs image: the grid of the named model at a fixed seed, not the first model at a
+    random one."""
+    used = page_script.exercise_page(page, service.url + "/", generate_model="tiny-b", seed=5)
+    assert used[0] == "generate"
+    assert page.locator("#generate-form select[name=model]").input_value() == "tiny-b"
+    assert page.locator("#generate-form input[name=seed]").input_value() == "5"
+    assert page.locator("#generate-results img").count() == 8
