@@ -12,6 +12,7 @@ from service.manifest import Manifest
 from tests.conftest import train_tiny
 from trainer.evaluation import sr_eval
 from trainer.served import load_served_generator
+from trainer.training.checkpoint import resolve_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,15 @@ def test_an_srgan_manifest_names_the_srresnet_it_started_from(exported, tmp_path
     assert start["arch"] == "srresnet" and start["step"] == srresnet.training_step == 4
     assert start["checkpoint_sha256"] == srresnet.checkpoint_sha256
     assert "initialised_from" not in srresnet.model_extra  # a run from random weights names none
+
+
+    # a checkpoint written before the hash was recorded (key "sr_initialised_from") still names its start
+    checkpoint = resolve_checkpoint(stage2.out)
+    state = torch.load(checkpoint, weights_only=False)
+    state["sr_initialised_from"] = {k: v for k, v in state.pop("initialised_from").items() if k != "checkpoint_sha256"}
+    torch.save(state, checkpoint)
+    older = Manifest.read(export_checkpoint(stage2.out, tmp_path / "repo", name="older").directory).provenance
+    assert older.model_extra["initialised_from"] == {k: v for k, v in start.items() if k != "checkpoint_sha256"}
 
 
 def test_graph_is_dynamic_in_batch_height_and_width(exported):

@@ -225,7 +225,8 @@ def test_resume_refuses_settings_that_differ_from_the_run_s(tmp_path):
     """A resumed run keeps its checkpoint's config; a changed setting would be ignored, so it is refused,
     by name. The same settings, or none (defaults), resume."""
     tiny_run("dcgan", tmp_path, steps=2, lr=3e-4).train()
-    with pytest.raises(ValueError, match=r"--lr 0.0001 \(the run's: 0.0003\), --lr-decay-start 2 \(the run's: 0\), --lr-decay-end 8"):
+    changed = r"--lr 0.0001 \(the run's: 0.0003\), --lr-decay-start 2 \(the run's: 0\), --lr-decay-end 8"
+    with pytest.raises(ValueError, match=changed):
         tiny_run("dcgan", tmp_path, steps=4, resume=True, lr=1e-4, lr_decay_start=2, lr_decay_end=8)
     assert tiny_run("dcgan", tmp_path, steps=3, resume=True, lr=3e-4).train()["step"] == 3
     resumed = tiny_run("dcgan", tmp_path, steps=4, resume=True)
