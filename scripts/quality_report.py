@@ -17,6 +17,10 @@ the given Markdown file with a table, and copies each run's latest sample image 
 measures the committed release models (their ONNX files, as served) against the issue-16 targets
 (trainer.evaluation.release), writes RELEASE/quality.json (which tests/e2e/test_release_models.py
 re-measures), the README's sample images in docs/images/, and with --write the `release:` block.
+
+    python scripts/quality_report.py --release release-models --seeds 1,2,3
+
+only prints the shape generators' figures at other latent seeds: how far the seed-0 figures would move.
 """
 
 from __future__ import annotations
@@ -259,6 +263,18 @@ def release_report(repository: Path, write: Path | None, images: bool) -> None:
         write_block(write, release_markdown(results, repository), RELEASE_BEGIN, RELEASE_END)
 
 
+def seed_spread(repository: Path, seeds: list[int]) -> None:
+    """FID, confident share and rarest shape of each release generator at other latent seeds (printed only)."""
+    for name in release.GENERATORS:
+        if not (repository / name / "manifest.json").is_file():
+            continue
+        for seed in seeds:
+            r = release.measure_generator(repository / name, seed=seed)
+            print(json.dumps({"model": name, "seed": seed, "fid": round(r["fid"], 3),
+                              "shape_confident": round(r["shape_confident"], 3),
+                              "shape_share_min": round(r["shape_share_min"], 3)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("demo-out/runs"), help="the demo's run folders")
@@ -270,7 +286,13 @@ def main() -> None:
                         help="measure the release models in this model repository instead (see above)")
     parser.add_argument("--no-images", dest="images", action="store_false",
                         help="with --release: do not rewrite the README's images")
+    parser.add_argument("--seeds", default=None,
+                        help="with --release: only print the shape generators' figures at these latent seeds "
+                             "(e.g. 1,2,3: the spread around the seed-0 figures the targets are judged at)")
     args = parser.parse_args()
+    if args.release is not None and args.seeds:
+        seed_spread(args.release, [int(s) for s in args.seeds.split(",")])
+        return
     if args.release is not None:
         release_report(args.release, args.write, args.images)
         return

@@ -83,14 +83,16 @@ def targets(results: dict[str, Any]) -> list[tuple[Target, float]]:
 
 
 # -------------------------------------------------------------------------------------------- measurements
-def measure_generator(model_dir: Path, num_samples: int = NUM_SAMPLES, image_size: int = IMAGE_SIZE) -> dict[str, Any]:
-    """FID/KID and the shape verdicts of an exported generate model against the shapes data (seed 0) at the
-    release size (a PGGAN that stopped growing early is scored upscaled, as its checkpoint would be)."""
+def measure_generator(model_dir: Path, num_samples: int = NUM_SAMPLES, image_size: int = IMAGE_SIZE,
+                      seed: int = 0) -> dict[str, Any]:
+    """FID/KID and the shape verdicts of an exported generate model against the shapes data at the release
+    size (a PGGAN that stopped growing early is scored upscaled, as its checkpoint would be). `seed` draws
+    the latents and the real sample: the targets are judged at 0, other seeds show the figures' spread."""
     from trainer.evaluation.generator_eval import onnx_source
 
     source = onnx_source(model_dir, torch.device("cpu"))
     dataset = build_dataset("shapes", image_size, 0)
-    evaluator = GeneratorEvaluator(dataset, "shapes", num_samples, seed=0)
+    evaluator = GeneratorEvaluator(dataset, "shapes", num_samples, seed=seed)
     scores = evaluator(source.generate)
     fid, kid, _ = evaluator.keys
     return {"step": source.info["step"], "samples": num_samples, "fid": scores[fid], "kid": scores[kid],
