@@ -18,7 +18,8 @@ from trainer.registry import get_architecture
 SIZE = 16
 NAME = shapes_features.NAME
 KEYS = {f"fid_{NAME}", f"kid_{NAME}", f"kid_std_{NAME}"}
-VERDICTS = {"shape_confident", "shape_share_min", "share_circle", "share_square", "share_triangle"}
+SHAPE_NAMES = ("circle", "square", "triangle")
+VERDICTS = {"shape_confident", "shape_share_min"} | {f"{k}_{s}" for k in ("share", "confident") for s in SHAPE_NAMES}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -227,7 +228,24 @@ def test_shape_verdicts_tell_real_shapes_from_blobs_and_a_dropped_shape(evaluato
     assert evaluator.real_verdicts["shape_confident"] > 0.9
     assert blobs["shape_confident"] < real["shape_confident"] - 0.2
     assert one_shape["share_square"] > 0.9 and one_shape["shape_share_min"] < 0.05
-    assert abs(sum(real[f"share_{s}"] for s in ("circle", "square", "triangle")) - 1.0) < 1e-6
+    assert abs(sum(real[f"share_{s}"] for s in SHAPE_NAMES) - 1.0) < 1e-6
+    for verdicts in (real, blobs, one_shape):  # each shape's confident share is part of the whole
+        assert abs(sum(verdicts[f"confident_{s}"] for s in SHAPE_NAMES) - verdicts["shape_confident"]) < 1e-6
+        assert all(verdicts[f"confident_{s}"] <= verdicts[f"share_{s}"] + 1e-6 for s in SHAPE_NAMES)
+    assert one_shape["confident_circle"] < 0.05 < one_shape["confident_square"]
+
+
+def test_per_shape_confidence_names_the_shape_drawn_badly(evaluator):
+    """Blurring only the circles lowers the circles' confident share and leaves the others' alone."""
+    data = ShapesDataset(SIZE, 200, seed=9)
+    images = torch.stack([data[i] for i in range(200)])
+    circles = data.shape_labels[:200] == 0
+    mixed = images.clone()
+    mixed[circles] = torch.nn.functional.avg_pool2d(images[circles], 5, stride=1, padding=2, count_include_pad=False)
+    real, blurred = evaluator(_in_order(images)), evaluator(_in_order(mixed))
+    assert blurred["confident_circle"] < real["confident_circle"] - 0.1
+    for shape in ("square", "triangle"):
+        assert blurred[f"confident_{shape}"] >= real[f"confident_{shape}"] - 0.02
 
 
 def _in_order(images: torch.Tensor):

@@ -178,7 +178,8 @@ def format_text(report: dict[str, Any]) -> str:
         f"kid_{name}  {report[f'kid_{name}']:.5f} ± {report[f'kid_std_{name}']:.5f}",
     ]
     if "shape_confident" in report:
-        shares = ", ".join(f"{k[6:]} {v:.1%}" for k, v in report.items() if k.startswith("share_"))
+        shares = ", ".join(f"{k[6:]} {v:.1%} ({report.get(f'confident_{k[6:]}', float('nan')):.1%} confident)"
+                           for k, v in report.items() if k.startswith("share_"))
         lines.append(f"shape_confident  {report['shape_confident']:.1%} (real images "
                      f"{report.get('real_shape_confident', float('nan')):.1%}); shapes: {shares}")
     return "\n".join(lines)

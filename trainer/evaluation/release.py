@@ -96,7 +96,7 @@ def measure_generator(model_dir: Path, num_samples: int = NUM_SAMPLES, image_siz
     scores = evaluator(source.generate)
     fid, kid, _ = evaluator.keys
     return {"step": source.info["step"], "samples": num_samples, "fid": scores[fid], "kid": scores[kid],
-            **{k: v for k, v in scores.items() if k.startswith(("shape_", "share_"))},
+            **{k: v for k, v in scores.items() if k.startswith(("shape_", "share_", "confident_"))},
             "real_shape_confident": evaluator.real_verdicts["shape_confident"]}
 
 

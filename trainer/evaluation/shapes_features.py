@@ -167,13 +167,18 @@ def shape_verdicts(model: ShapesFeatureNet, features: Tensor, confident: float =
     """What the shape head makes of images, from their features (`model.features` output): the share
     classified as some shape with probability >= `confident` (a blob or a half-square half-circle is not),
     and each shape's share of the argmax verdicts (a dropped mode shows as a share near 0). FID alone
-    mixes both failures with colour and position; these name them."""
+    mixes both failures with colour and position; these name them. `confident_<shape>` is the share of
+    all images that are confidently that shape (they sum to `shape_confident`): set beside `share_<shape>`
+    it says which shape a generator draws badly, e.g. circles that come out as rounded squares."""
     hidden = features.float() / model.feature_scale
     probs = torch.softmax(model.shape_head(hidden), dim=1)
     top, label = probs.max(dim=1)
-    shares = torch.bincount(label, minlength=len(SHAPES)).float() / max(1, label.numel())
+    count = max(1, label.numel())
+    shares = torch.bincount(label, minlength=len(SHAPES)).float() / count
+    sure = torch.bincount(label[top >= confident], minlength=len(SHAPES)).float() / count
     out = {"shape_confident": float((top >= confident).float().mean()), "shape_share_min": float(shares.min())}
     out.update({f"share_{name}": float(shares[i]) for i, name in enumerate(SHAPES)})
+    out.update({f"confident_{name}": float(sure[i]) for i, name in enumerate(SHAPES)})
     return out
 
 
