@@ -2,7 +2,7 @@
 
     python scripts/quality_report.py --runs demo-out/runs --sr-runs runs-quality [--write docs/quality.md]
 
-- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v3 features against the run's own data set,
+- dcgan, lsgan, pggan: FID/KID on the shapes-classifier-v4 features against the run's own data set,
   for the trained generator, a freshly initialised one of the same config, and fresh real images (the
   floor that sampling noise alone gives with this many images); and, for scale, fresh real shapes
   changed in known ways (black background, contrast, one shape only, no shape);
@@ -237,6 +237,7 @@ def release_markdown(results: dict[str, Any], repository: Path) -> str:
         out += ["", "Real shapes score {:.1%} on \"samples that are a shape (p >= 0.9)\" with the same classifier "
                 "and sample size: what the data itself scores, the most a generator can be expected to "
                 "reach.".format(results["dcgan"]["real_shape_confident"])]
+    out += shape_table(results)
     out += ["", "Super-resolution x4 on the held-out photographs (chelsea, coffee, flower), border 4; CbCr error "
             "in 8-bit levels; sharpness = Y gradient energy / the original's:", "",
             "| model | steps | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | CbCr error | sharpness |",
@@ -251,6 +252,23 @@ def release_markdown(results: dict[str, Any], repository: Path) -> str:
         out.append(f"| bicubic | - | {r['bicubic_psnr_y']:.2f} | {r['bicubic_ssim_y']:.3f} | "
                    f"{r['bicubic_psnr_rgb']:.2f} | {r['bicubic_chroma_error']:.2f} | {r['bicubic_sharpness']:.3f} |")
     return "\n".join(out)
+
+
+def shape_table(results: dict[str, Any]) -> list[str]:
+    """Each shape's share of a generator's samples and the part of it drawn confidently: which shape is
+    rare and which is drawn badly (a circle that comes out as a rounded square is not confidently either)."""
+    generators = [name for name in release.GENERATORS if name in results]
+    if not generators:
+        return []
+    shapes = [key[len("share_"):] for key in results[generators[0]] if key.startswith("share_")]
+    out = ["", "Each shape's share of the samples, and in brackets the share that are confidently that shape "
+           "(the brackets sum to the confident share above; the data: a third each, all confident):", "",
+           "| model | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
+    for name in generators:
+        r = results[name]
+        cells = [f"{r[f'share_{s}']:.1%} ({r.get(f'confident_{s}', float('nan')):.1%})" for s in shapes]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
 
 
 def release_report(repository: Path, write: Path | None, images: bool) -> None:

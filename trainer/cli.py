@@ -47,7 +47,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     common.add_argument("--eval-samples", type=int, default=defaults.eval_samples,
                         help="generated images per FID/KID evaluation")
     common.add_argument("--eval-features", default=defaults.eval_features, choices=["auto", "shapes", "inception"],
-                        help="FID/KID features: auto = shapes-classifier-v3 for the shapes data, else Inception-v3 "
+                        help="FID/KID features: auto = shapes-classifier-v4 for the shapes data, else Inception-v3 "
                         "(its weights from $GAN_INCEPTION_WEIGHTS)")
     common.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
                         help="how many step checkpoints to keep (0: all)")

@@ -64,6 +64,11 @@ def test_docs_quality_shows_the_recorded_figures(recorded):
                      and f"| {row['label']} |" in ln), None)
         assert line is not None, (row["model"], row["label"])
         assert ("| yes |" in line) == row["met"]
+    for name in release.GENERATORS:  # the per-shape table: each shape's share and its confident part
+        r = recorded["results"][name]
+        shapes = ("circle", "square", "triangle")
+        cells = " | ".join(f"{r[f'share_{s}']:.1%} ({r[f'confident_{s}']:.1%})" for s in shapes)
+        assert f"| {name} | {cells} |" in block, name
 
 
 def test_another_latent_seed_draws_other_samples_of_the_same_model(recorded):

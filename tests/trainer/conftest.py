@@ -20,7 +20,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
-    """One shapes-classifier-v3 cache for the whole session, so the extractor is trained once."""
+    """One shapes-classifier cache for the whole session, so an extractor that is not shipped is trained once."""
     path = tmp_path_factory.getbasetemp() / "gan-forge-cache"
     path.mkdir(exist_ok=True)
     return path

@@ -77,23 +77,54 @@ def test_shapes_extractor_training_is_deterministic_and_leaves_the_rng_alone(mon
     assert not torch.equal(first.state_dict()["trunk.0.weight"], other_seed.state_dict()["trunk.0.weight"])
 
 
-def test_shapes_extractor_is_cached_under_its_key(cache_dir, extractor, monkeypatch, tmp_path):
-    def no_training(*args, **kwargs):
-        raise AssertionError("the cached extractor should have been used")
+def _no_training(*args, **kwargs):
+    raise AssertionError("a saved extractor should have been used")
 
-    monkeypatch.setattr(shapes_features, "train_extractor", no_training)
+
+def test_every_shipped_extractor_is_the_current_recipe_and_is_used_without_training(monkeypatch, tmp_path):
+    """The judge every machine scores with: shipped weights, not weights trained (differently) on each CPU."""
+    monkeypatch.setattr(shapes_features, "train_extractor", _no_training)
+    for size in shapes_features.SHIPPED_SIZES:
+        assert shapes_features.shipped_path(size).is_file(), size
+        net = shapes_features.load_extractor(size, tmp_path)
+        assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert not list(tmp_path.iterdir())  # nothing trained, nothing cached
+    accuracy = shapes_features.attribute_accuracy(shapes_features.load_extractor(32), 32, 500, seed=999_331)
+    assert accuracy["shape"] >= 0.99 and accuracy["colour"] >= 0.99
+
+
+def test_a_shipped_extractor_of_another_recipe_is_refused(monkeypatch, tmp_path, extractor):
+    monkeypatch.setattr(shapes_features, "SHIPPED_DIR", tmp_path)
+    monkeypatch.setattr(shapes_features, "train_extractor", _no_training)
+    torch.save({"key": "another recipe", "state": extractor.state_dict()}, shapes_features.shipped_path(SIZE))
+    with pytest.raises(RuntimeError, match="ship_shapes_classifier"):
+        shapes_features.load_extractor(SIZE, tmp_path / "cache")
+
+
+def test_a_size_without_shipped_weights_is_trained_here_with_a_warning(monkeypatch, tmp_path, extractor):
+    monkeypatch.setattr(shapes_features, "SHIPPED_DIR", tmp_path / "none")
+    trained = []
+    monkeypatch.setattr(shapes_features, "train_extractor", lambda size: trained.append(size) or extractor)
+    with pytest.warns(UserWarning, match="same kind of CPU"):
+        shapes_features.load_extractor(SIZE, tmp_path / "cache")
+    assert trained == [SIZE] and shapes_features.cache_path(SIZE, tmp_path / "cache").is_file()
+
+
+def test_shapes_extractor_is_cached_under_its_key(cache_dir, monkeypatch, tmp_path):
+    first = shapes_features.load_extractor(SIZE, cache_dir, shipped=False)
+    monkeypatch.setattr(shapes_features, "train_extractor", _no_training)
     path = shapes_features.cache_path(SIZE, cache_dir)
     assert path.is_file() and NAME in path.name
-    cached = shapes_features.load_extractor(SIZE, cache_dir)
-    for key, value in extractor.state_dict().items():
+    cached = shapes_features.load_extractor(SIZE, cache_dir, shipped=False)
+    for key, value in first.state_dict().items():
         assert torch.equal(value, cached.state_dict()[key]), key
 
     # a file whose key does not match (another version or recipe) is retrained over, never used
     stale = shapes_features.cache_path(SIZE, tmp_path)
-    torch.save({"key": "something else", "state": extractor.state_dict()}, stale)
+    torch.save({"key": "something else", "state": first.state_dict()}, stale)
     trained = []
-    monkeypatch.setattr(shapes_features, "train_extractor", lambda size: trained.append(size) or extractor)
-    shapes_features.load_extractor(SIZE, tmp_path)
+    monkeypatch.setattr(shapes_features, "train_extractor", lambda size: trained.append(size) or first)
+    shapes_features.load_extractor(SIZE, tmp_path, shipped=False)
     assert trained == [SIZE]
     assert torch.load(stale, weights_only=True)["key"] != "something else"
 
@@ -222,7 +253,7 @@ def test_shape_verdicts_tell_real_shapes_from_blobs_and_a_dropped_shape(evaluato
     blobs = evaluator(_in_order(blurred))
     squares = images[data.shape_labels[:200] == 1]
     one_shape = evaluator(_in_order(squares.repeat(-(-200 // len(squares)), 1, 1, 1)[:200]))
-    # shapes-classifier-v3 is confident on nearly every real shape (v2, trained 5x shorter: 0.81 at 16 px,
+    # the shapes classifier (v3 on) is confident on nearly every real shape (v2, trained 5x shorter: 0.81 at 16 px,
     # 0.86 at 32 px)
     assert real["shape_confident"] > 0.9 and real["shape_share_min"] > 0.2
     assert evaluator.real_verdicts["shape_confident"] > 0.9

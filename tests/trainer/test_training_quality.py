@@ -22,7 +22,7 @@ FID = f"fid_{shapes_features.NAME}"
 
 @pytest.fixture(autouse=True)
 def shared_cache(cache_dir, monkeypatch):
-    """The training loop finds the session's shapes-classifier-v3 cache through the environment."""
+    """The training loop finds the session's shapes-classifier cache through the environment (a size not shipped)."""
     monkeypatch.setenv(shapes_features.CACHE_ENV, str(cache_dir))
 
 

@@ -7,7 +7,7 @@ manifest.json, or the model.onnx), run with ONNX Runtime. Both draw their latent
 same seed, so a checkpoint and its export score alike (an exported PGGAN records only the resolution it
 reached, not its target: pass --image-size to compare at the target, as its checkpoint is compared).
 `--random-weights` scores a freshly initialised generator of the checkpoint's config instead: the
-baseline that says what a score's scale means. Features: `auto` is shapes-classifier-v3 for the shapes
+baseline that says what a score's scale means. Features: `auto` is shapes-classifier-v4 for the shapes
 data set and Inception-v3 (pytorch-fid's weights, from --inception-weights or $GAN_INCEPTION_WEIGHTS)
 otherwise; every score's key names its features.
 
@@ -128,7 +128,7 @@ def build_parser(prog: str = "gan-eval") -> argparse.ArgumentParser:
     parser.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES,
                         help="generated images, and at most as many real ones (default: %(default)s)")
     parser.add_argument("--features", default="auto", choices=FEATURE_CHOICES,
-                        help="auto (default): shapes-classifier-v3 for the shapes data set, inception otherwise")
+                        help="auto (default): shapes-classifier-v4 for the shapes data set, inception otherwise")
     parser.add_argument("--inception-weights", type=Path, default=None,
                         help=f"pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: ${WEIGHTS_ENV})")
     parser.add_argument("--seed", type=int, default=0,

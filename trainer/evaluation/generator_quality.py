@@ -1,11 +1,11 @@
 """FID and KID of an unconditional generator against a data set, comparable from step to step.
 
 `GeneratorEvaluator` is built once per run: it picks the feature space (Inception for real photographs,
-`shapes-classifier-v3` for the built-in shapes), fails right there if that cannot be had (no Inception
+`shapes-classifier-v4` for the built-in shapes), fails right there if that cannot be had (no Inception
 weights), and computes the real images' features once. Each call then draws the same number of
 generated images from the same seed, so a change in the score is a change in the generator, not in the
 sample. Every score's key carries the feature space's name (`fid_inception-v3`,
-`fid_shapes-classifier-v3`, ...), so that a shapes-classifier FID is never read as an Inception FID.
+`fid_shapes-classifier-v4`, ...), so that a shapes-classifier FID is never read as an Inception FID.
 
 Images are compared as they would be saved: clamped to [-1, 1] and rounded to 8-bit levels, and
 generated images of another size than the data (a PGGAN still growing) are brought to the data's size
@@ -109,7 +109,7 @@ def _first_image(item: Any) -> Tensor:
 class GeneratorEvaluator:
     """FID and KID of `generate(n)` (n images in [-1, 1], NCHW) against `dataset`.
 
-    - `features`: 'auto' (shapes-classifier-v3 for the shapes data set, Inception otherwise), 'inception'
+    - `features`: 'auto' (shapes-classifier-v4 for the shapes data set, Inception otherwise), 'inception'
       or 'shapes'. Inception needs the weights file (`inception_weights` or $GAN_INCEPTION_WEIGHTS);
       without it construction raises `inception.InceptionWeightsError`.
     - `num_samples` generated images per call; the real side is a fixed random subset of the data of the

@@ -5,7 +5,7 @@ serves, and that a fresh clone (which has no checkpoints) can re-measure them: t
 does, against release-models/quality.json, which scripts/quality_report.py writes with these functions.
 
 Targets:
-- dcgan, lsgan, pggan (shapes, 32x32): FID on shapes-classifier-v3 <= 1.0; >= 90% of samples classified
+- dcgan, lsgan, pggan (shapes, 32x32): FID on shapes-classifier-v4 <= 1.0; >= 90% of samples classified
   as a shape with probability >= 0.9; every shape >= 20% of the samples;
 - stargan: target-colour accuracy >= 95%, shape kept in >= 90% of translations, reconstruction L1 <= 0.05;
 - srresnet: PSNR on Y >= bicubic + 0.5 dB and colour kept (PSNR on RGB >= bicubic's);
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from trainer.data import build_dataset
 from trainer.data.super_resolution import PHOTOS_EVAL, photo_paths
+from trainer.evaluation import shapes_features
 from trainer.evaluation.generator_quality import GeneratorEvaluator
 from trainer.evaluation.super_resolution import evaluate_upscaler
 from trainer.evaluation.translation import fit_classifier, load_images, shape_judge, translation_metrics
@@ -59,7 +60,7 @@ def targets(results: dict[str, Any]) -> list[tuple[Target, float]]:
     for name in GENERATORS:
         if name in results:
             r = results[name]
-            out += [(Target(name, "fid", "<=", 1.0, "FID (shapes-classifier-v3)"), r["fid"]),
+            out += [(Target(name, "fid", "<=", 1.0, f"FID ({shapes_features.NAME})"), r["fid"]),
                     (Target(name, "shape_confident", ">=", 0.9, "samples that are a shape (p >= 0.9)"),
                      r["shape_confident"]),
                     (Target(name, "shape_share_min", ">=", 0.2, "rarest shape's share"), r["shape_share_min"])]

@@ -1,4 +1,4 @@
-"""`shapes-classifier-v3`: the feature space FID/KID use for the built-in `shapes` data set.
+"""`shapes-classifier-v4`: the feature space FID/KID use for the built-in `shapes` data set.
 
 Inception features say little about flat-coloured synthetic shapes, so for `shapes` the distances are
 taken in the penultimate layer of a small CNN trained on the data set's own labels: shape and colour
@@ -11,10 +11,19 @@ dark grey) at FID 181, far worse than a random-weights generator's 67, so its di
 intensity more than shapes and colours. v3 is v2 trained for 2,000 steps instead of 400: v2 classified fresh
 real 32x32 shapes 96% right but gave only 85% of them a shape probability >= 0.9 (squares 69%, the smallest
 fifth of the shapes 62%), although every render, the smallest included, is unambiguous by eye, so its
-verdicts called real shapes blobs; v3 classifies 99.9% right and is confident on 99.4%. It is trained from a
-fixed seed on images rendered for it, on the CPU, in under a minute, and cached (keyed by its version, the
-image size and its training recipe) so that repeated evaluations reuse it instead of retraining. Its name is
-in every score computed with it, and must change whenever anything here changes what the features are.
+verdicts called real shapes blobs; v3 classifies 99.9% right and is confident on 99.4%.
+
+v4 is v3's recipe with its weights shipped in the package (weights/, one file per image size, written by
+`scripts/ship_shapes_classifier.py`). v3 was trained wherever it was first needed, and its weights
+depended on the CPU: oneDNN picks its convolution kernels by instruction set, and 2,000 Adam steps
+amplify the rounding differences (the same recipe under ONEDNN_MAX_CPU_ISA=AVX2 and AVX-512 differs by up
+to 0.46 in a weight). The same LSGAN then scored FID 0.77, 0.85 or 0.86 and its rarest shape 21 to 25%
+depending on the machine that trained the judge, so no figure could be compared between machines. With
+shipped weights only inference runs here (differences of order 1e-6). For an image size none is shipped
+for, it is trained from a fixed seed on the CPU in under a minute and cached (keyed by its version, the
+image size and its training recipe), with a warning that such scores compare only with scores from the
+same kind of CPU. Its name is in every score computed with it, and must change whenever anything here
+changes what the features are.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from torch import Tensor, nn
 
 from trainer.data.shapes import COLOURS, SHAPES, ShapesDataset
 
-NAME = "shapes-classifier-v3"
+NAME = "shapes-classifier-v4"
 # every image is brought to 32x32 (area-averaged down, nearest-neighbour up): enough to tell the shapes
 # apart and fast; upscaling 16x16 images lets the net keep three stages (shape accuracy ~0.87 -> ~0.99)
 INPUT_SIZE = 32
@@ -201,28 +210,60 @@ def cache_path(image_size: int, cache_dir: Path) -> Path:
     return cache_dir / f"{NAME}-{image_size}px-{digest}.pt"
 
 
-def load_extractor(image_size: int, cache_dir: str | Path | None = None, use_cache: bool = True) -> ShapesFeatureNet:
-    """The cached extractor for this image size, trained (and cached) first if there is none. A cache
-    that cannot be written is warned about, not fatal: the scores are the same, only slower next time."""
-    path = cache_path(image_size, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED_SIZES = (16, 32, 64, 128)  # the image sizes shipped: the tests' 16, the demo's 32, DCGAN's 64, and 128
+
+
+def shipped_path(image_size: int) -> Path:
+    return SHIPPED_DIR / f"{NAME}-{image_size}px.pt"
+
+
+def _read(path: Path, key: dict[str, Any]) -> ShapesFeatureNet | None:
+    """The extractor saved at `path` if its recipe key is `key`, else None."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved.get("key") != json.dumps(key, sort_keys=True):
+        return None
+    with torch.random.fork_rng(devices=[]):  # its initial weights, about to be replaced
+        model = ShapesFeatureNet(key["input_size"], WIDTH, FEATURES)
+    model.load_state_dict(saved["state"])
+    return model.eval().requires_grad_(False)
+
+
+def save_extractor(model: ShapesFeatureNet, image_size: int, path: Path) -> None:
+    """Written beside `path` and renamed over it, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"key": json.dumps(extractor_key(image_size), sort_keys=True), "state": model.state_dict()}, tmp)
+    tmp.replace(path)
+
+
+def load_extractor(image_size: int, cache_dir: str | Path | None = None, use_cache: bool = True,
+                   shipped: bool = True) -> ShapesFeatureNet:
+    """The shipped extractor for this image size; for a size none is shipped for (or with
+    `shipped=False`), the cached one, trained (and cached) first if there is none. A cache that cannot be
+    written is warned about, not fatal: the scores are the same, only slower next time."""
     key = extractor_key(image_size)
+    if shipped and shipped_path(image_size).is_file():
+        model = _read(shipped_path(image_size), key)
+        if model is None:  # the recipe changed and the weights were not shipped again
+            raise RuntimeError(f"{shipped_path(image_size)} was trained with another recipe than {NAME}'s "
+                               "current one: run scripts/ship_shapes_classifier.py (and rename NAME)")
+        return model
+    path = cache_path(image_size, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
     if use_cache and path.is_file():
         try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            if saved.get("key") == json.dumps(key, sort_keys=True):
-                with torch.random.fork_rng(devices=[]):  # its initial weights, about to be replaced
-                    model = ShapesFeatureNet(key["input_size"], WIDTH, FEATURES)
-                model.load_state_dict(saved["state"])
-                return model.eval().requires_grad_(False)
+            cached = _read(path, key)
+            if cached is not None:
+                return cached
         except Exception as exc:  # a damaged cache file is retrained over, never trusted
             warnings.warn(f"{path}: unreadable cached {NAME} ({exc}); training it again", stacklevel=2)
+    if shipped:
+        warnings.warn(f"no shipped {NAME} for {image_size}px images (shipped: {SHIPPED_SIZES}): trained on this "
+                      "machine, so its scores compare only with scores from the same kind of CPU", stacklevel=2)
     model = train_extractor(image_size)
     if use_cache:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save({"key": json.dumps(key, sort_keys=True), "state": model.state_dict()}, tmp)
-            tmp.replace(path)
+            save_extractor(model, image_size, path)
         except OSError as exc:
             warnings.warn(f"could not cache {NAME} in {path.parent} ({exc}); set {CACHE_ENV} to a writable folder",
                           stacklevel=2)

@@ -11,7 +11,7 @@ image's own label are skipped). G runs in eval mode, as exported and served. Rep
 - `real_accuracy`: the classifier's per-attribute accuracy on the real held-out images, which says how
   far its verdicts on translations can be trusted;
 - on the built-in shapes only, `shape_kept`: share of translations whose shape, as the
-  shapes-classifier-v3 shape head sees it, is the input's true shape (`real_shape_accuracy`: the same
+  shapes-classifier-v4 shape head sees it, is the input's true shape (`real_shape_accuracy`: the same
   head on the inputs themselves). The attribute classifier judges only the target attributes, so a
   translation that recolours a square into a blob of the right colour passes it; this catches that.
 """
@@ -66,7 +66,7 @@ def group_columns(attributes: list[str], groups: list[list[str]]) -> list[list[i
 
 
 def shape_judge(held_out: Any) -> tuple[nn.Module, Tensor] | None:
-    """(shapes-classifier-v3, the true shape label of each held-out image) for the built-in shapes data,
+    """(shapes-classifier-v4, the true shape label of each held-out image) for the built-in shapes data,
     None for other data sets (their shapes are not known)."""
     shapes = getattr(held_out, "shapes", None)
     if shapes is None or not hasattr(shapes, "shape_labels"):
