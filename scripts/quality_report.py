@@ -266,7 +266,9 @@ def shape_table(results: dict[str, Any]) -> list[str]:
            "| model | " + " | ".join(shapes) + " |", "|---" * (len(shapes) + 1) + "|"]
     for name in generators:
         r = results[name]
-        cells = [f"{r[f'share_{s}']:.1%} ({r.get(f'confident_{s}', float('nan')):.1%})" for s in shapes]
+        # rounded as quality.json's targets are, so one figure reads the same in both tables
+        cells = [f"{round(r[f'share_{s}'], 4):.1%} ({round(r.get(f'confident_{s}', float('nan')), 4):.1%})"
+                 for s in shapes]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out
 

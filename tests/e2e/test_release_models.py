@@ -53,6 +53,9 @@ def test_recorded_figures_are_what_the_committed_files_measure(recorded, name):
     for key, row in expected.items():
         assert measured[key]["value"] == pytest.approx(row["value"], abs=2e-3, rel=2e-3), key
         assert measured[key]["met"] == row["met"], key
+    if name in release.GENERATORS:  # and the per-shape figures docs/quality.md's shape table shows
+        shares = {k: v for k, v in repo_results[name].items() if k.startswith(("share_", "confident_"))}
+        assert shares and shares == pytest.approx({k: recorded["results"][name][k] for k in shares}, abs=2e-3)
 
 
 def test_docs_quality_shows_the_recorded_figures(recorded):
@@ -67,7 +70,7 @@ def test_docs_quality_shows_the_recorded_figures(recorded):
     for name in release.GENERATORS:  # the per-shape table: each shape's share and its confident part
         r = recorded["results"][name]
         shapes = ("circle", "square", "triangle")
-        cells = " | ".join(f"{r[f'share_{s}']:.1%} ({r[f'confident_{s}']:.1%})" for s in shapes)
+        cells = " | ".join(f"{round(r[f'share_{s}'], 4):.1%} ({round(r[f'confident_{s}'], 4):.1%})" for s in shapes)
         assert f"| {name} | {cells} |" in block, name
 
 

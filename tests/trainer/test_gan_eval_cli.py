@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -73,6 +74,7 @@ def test_text_output_names_the_features(tiny_checkpoints, cache_dir, capsys):
     assert main([str(tiny_checkpoints["dcgan"]), "--num-samples", "20", "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
     assert f"fid_{NAME}" in out and f"kid_{NAME}" in out and "dcgan step 4" in out
+    assert re.search(r"shapes: circle [\d.]+% \([\d.]+% confident\), square", out), out
 
 
 def test_errors_are_reported_plainly(tiny_checkpoints, exported_dcgan, tmp_path, monkeypatch, capsys):

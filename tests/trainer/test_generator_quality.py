@@ -118,6 +118,9 @@ def test_shapes_extractor_is_cached_under_its_key(cache_dir, monkeypatch, tmp_pa
     cached = shapes_features.load_extractor(SIZE, cache_dir, shipped=False)
     for key, value in first.state_dict().items():
         assert torch.equal(value, cached.state_dict()[key]), key
+    # the recipe itself, not only the shipped weights, still makes a judge worth shipping
+    accuracy = shapes_features.attribute_accuracy(first, SIZE, 500, seed=123)
+    assert accuracy["shape"] >= 0.97 and accuracy["colour"] >= 0.99
 
     # a file whose key does not match (another version or recipe) is retrained over, never used
     stale = shapes_features.cache_path(SIZE, tmp_path)

@@ -22,7 +22,9 @@ FID = f"fid_{shapes_features.NAME}"
 
 @pytest.fixture(autouse=True)
 def shared_cache(cache_dir, monkeypatch):
-    """The training loop finds the session's shapes-classifier cache through the environment (a size not shipped)."""
+    """No shipped weights here, so the training loop's evaluation takes the fallback end to end: the
+    extractor trained on this machine, found in the session's cache through the environment."""
+    monkeypatch.setattr(shapes_features, "SHIPPED_DIR", cache_dir / "no-shipped-weights")
     monkeypatch.setenv(shapes_features.CACHE_ENV, str(cache_dir))
 
 

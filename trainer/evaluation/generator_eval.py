@@ -137,8 +137,8 @@ def build_parser(prog: str = "gan-eval") -> argparse.ArgumentParser:
                         help="score a freshly initialised generator of the checkpoint's config (the baseline)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"where the shapes feature extractor is cached (default: ${CACHE_ENV}, "
-                        "else ~/.cache/gan-forge)")
+                        help=f"where the shapes feature extractor is cached for an image size whose weights "
+                        f"are not shipped (default: ${CACHE_ENV}, else ~/.cache/gan-forge)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--plot", type=Path, default=None, metavar="RUN",
                         help="instead of scoring: plot FID/KID over training from RUN/metrics.jsonl")

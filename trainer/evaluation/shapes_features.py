@@ -29,6 +29,7 @@ changes what the features are.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -211,7 +212,9 @@ def cache_path(image_size: int, cache_dir: Path) -> Path:
 
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED_SIZES = (16, 32, 64, 128)  # the image sizes shipped: the tests' 16, the demo's 32, DCGAN's 64, and 128
+# the image sizes shipped: the tests' 16, the demo's 32, DCGAN's 64, 128 and PGGAN's default 256 (512 and 1024
+# would render 4,000 training images of 3 and 12 GB; shapes at those sizes fall back to training here)
+SHIPPED_SIZES = (16, 32, 64, 128, 256)
 
 
 def shipped_path(image_size: int) -> Path:
@@ -230,25 +233,39 @@ def _read(path: Path, key: dict[str, Any]) -> ShapesFeatureNet | None:
 
 
 def save_extractor(model: ShapesFeatureNet, image_size: int, path: Path) -> None:
-    """Written beside `path` and renamed over it, so a reader never sees half a file."""
+    """Written beside `path` and renamed over it, so a reader never sees half a file; serialised in memory
+    first, so that the archive does not record the temporary file's name and equal weights give equal bytes."""
+    buffer = io.BytesIO()
+    torch.save({"key": json.dumps(extractor_key(image_size), sort_keys=True), "state": model.state_dict()}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"key": json.dumps(extractor_key(image_size), sort_keys=True), "state": model.state_dict()}, tmp)
+    tmp.write_bytes(buffer.getvalue())
     tmp.replace(path)
 
 
 def load_extractor(image_size: int, cache_dir: str | Path | None = None, use_cache: bool = True,
                    shipped: bool = True) -> ShapesFeatureNet:
-    """The shipped extractor for this image size; for a size none is shipped for (or with
-    `shipped=False`), the cached one, trained (and cached) first if there is none. A cache that cannot be
+    """The shipped extractor for this image size (`cache_dir` and `use_cache` then play no part); for a
+    size none is shipped for (or with `shipped=False`), the cached one, trained (and cached) first if
+    there is none. A shipped file that is damaged or of another recipe raises RuntimeError: it is part of
+    the package, and scoring with anything else under this name would be wrong. A cache that cannot be
     written is warned about, not fatal: the scores are the same, only slower next time."""
     key = extractor_key(image_size)
-    if shipped and shipped_path(image_size).is_file():
-        model = _read(shipped_path(image_size), key)
+    shipped_file = shipped_path(image_size)
+    if shipped and shipped_file.is_file():
+        try:
+            model = _read(shipped_file, key)
+        except Exception as exc:
+            raise RuntimeError(f"{shipped_file}: unreadable ({exc}); reinstall the package or run "
+                               "scripts/ship_shapes_classifier.py") from exc
         if model is None:  # the recipe changed and the weights were not shipped again
-            raise RuntimeError(f"{shipped_path(image_size)} was trained with another recipe than {NAME}'s "
-                               "current one: run scripts/ship_shapes_classifier.py (and rename NAME)")
+            raise RuntimeError(f"{shipped_file} was trained with another recipe than {NAME}'s current one: "
+                               "run scripts/ship_shapes_classifier.py (and rename NAME)")
         return model
+    if shipped:
+        warnings.warn(f"no shipped {NAME} for {image_size}px images (no {shipped_file}; the package ships "
+                      f"{SHIPPED_SIZES}): one trained on this machine is used, so its scores compare only with "
+                      "scores from the same kind of CPU", stacklevel=2)
     path = cache_path(image_size, Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir())
     if use_cache and path.is_file():
         try:
@@ -257,9 +274,6 @@ def load_extractor(image_size: int, cache_dir: str | Path | None = None, use_cac
                 return cached
         except Exception as exc:  # a damaged cache file is retrained over, never trusted
             warnings.warn(f"{path}: unreadable cached {NAME} ({exc}); training it again", stacklevel=2)
-    if shipped:
-        warnings.warn(f"no shipped {NAME} for {image_size}px images (shipped: {SHIPPED_SIZES}): trained on this "
-                      "machine, so its scores compare only with scores from the same kind of CPU", stacklevel=2)
     model = train_extractor(image_size)
     if use_cache:
         try:
