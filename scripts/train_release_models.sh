@@ -28,7 +28,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # early changes none of them; past DCGAN's decay end its learning rates are 0).
 DCGAN_STEPS=${DCGAN_STEPS:-8000}  # the end of its learning-rate decay (from step 5000)
 LSGAN_STEPS=${LSGAN_STEPS:-13000}
-PGGAN_STEPS=${PGGAN_STEPS:-18000}
+PGGAN_STEPS=${PGGAN_STEPS:-26000}
 STARGAN_STEPS=${STARGAN_STEPS:-10000}
 STARGAN_ITERS=${STARGAN_ITERS:-10000}  # the lr schedule: constant, then linearly to 0 over the last quarter
 SRRESNET_STEPS=${SRRESNET_STEPS:-2500}
